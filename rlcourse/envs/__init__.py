@@ -1,0 +1,58 @@
+"""Batched environments with Isaac Lab step semantics.
+
+``make(env_id, num_envs=..., seed=...)`` returns a :class:`VecEnv`. Tasks written
+for rlcourse register themselves with :func:`register`; any other id is looked
+up in gymnasium's registry and wrapped by :class:`GymVecEnv`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+import torch
+
+from rlcourse.envs.base import VecEnv
+from rlcourse.envs.gym_adapter import GymVecEnv
+
+_TASKS: dict[str, Callable[..., VecEnv]] = {}
+
+
+def register(task_id: str, factory: Callable[..., VecEnv]) -> None:
+    """Register a native rlcourse task factory ``factory(num_envs=, seed=, device=, **kwargs)``."""
+    _TASKS[task_id] = factory
+
+
+def available() -> list[str]:
+    """All ids ``make`` accepts: native tasks first, then gymnasium ids."""
+    import gymnasium as gym
+
+    return sorted(_TASKS) + sorted(gym.envs.registry.keys())
+
+
+def make(
+    env_id: str,
+    num_envs: int = 1,
+    seed: int | None = 0,
+    device: str | torch.device = "cpu",
+    **kwargs: Any,
+) -> VecEnv:
+    """Create ``num_envs`` copies of ``env_id`` stepped as one batch.
+
+    Raises:
+        ValueError: unknown id (with the closest known ids), or ``num_envs < 1``.
+    """
+    import gymnasium as gym
+
+    if not isinstance(num_envs, int) or num_envs < 1:
+        raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+    if env_id in _TASKS:
+        return _TASKS[env_id](num_envs=num_envs, seed=seed, device=device, **kwargs)
+    if env_id in gym.envs.registry:
+        return GymVecEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
+    close = difflib.get_close_matches(env_id, available(), n=3)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ValueError(f"unknown environment id {env_id!r}.{hint}")
+
+
+__all__ = ["VecEnv", "GymVecEnv", "make", "register", "available"]

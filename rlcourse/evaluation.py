@@ -1,0 +1,79 @@
+"""Evaluate a policy for a fixed number of complete episodes."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from rlcourse.envs.base import VecEnv
+
+
+def _as_policy(agent: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    if hasattr(agent, "inference_policy"):
+        return agent.inference_policy()
+    if callable(agent):
+        return agent
+    raise TypeError(f"cannot evaluate {type(agent).__name__}: pass an rlcourse agent or a callable obs -> actions")
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Any,
+    env: VecEnv,
+    episodes: int = 10,
+    seed: int | None = None,
+    max_steps: int | None = None,
+) -> dict[str, float]:
+    """Run the agent's deterministic policy until ``episodes`` episodes have finished.
+
+    Episodes are spread evenly over the envs (env ``i`` contributes
+    ``(episodes + i) // num_envs``), so short episodes are not over-represented the way
+    they would be if we simply kept the first ``episodes`` to finish.
+
+    Args:
+        agent: an rlcourse algorithm, an exported TorchScript policy or any callable
+            ``obs -> actions``.
+        env: a batched env (it is reset first).
+        episodes: number of complete episodes to average.
+        seed: reset seed (``None`` keeps the env's own).
+        max_steps: safety limit on batched steps (default: 2 x max_episode_length x rounds).
+
+    Returns:
+        ``episode_return_mean``, ``episode_return_std``, ``episode_length_mean``,
+        ``episodes`` and the raw ``returns`` list.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    policy = _as_policy(agent)
+    n = env.num_envs
+    targets = np.array([(episodes + i) // n for i in range(n)])
+    got = np.zeros(n, dtype=np.int64)
+    returns: list[list[float]] = [[] for _ in range(n)]
+    lengths: list[list[int]] = [[] for _ in range(n)]
+    obs, _ = env.reset(seed=seed)
+    limit = max_steps or 2 * env.max_episode_length * int(targets.max() + 1)
+    steps = 0
+    while (got < targets).any():
+        actions = policy(obs.to(torch.float32))
+        obs, _, _, _, extras = env.step(actions)
+        steps += 1
+        ep = extras.get("episode")
+        if ep is not None:
+            for r, length, i in zip(ep["return"].tolist(), ep["length"].tolist(), ep["env_ids"].tolist()):
+                if got[i] < targets[i]:
+                    returns[i].append(float(r))
+                    lengths[i].append(int(length))
+                    got[i] += 1
+        if steps >= limit:
+            raise RuntimeError(f"evaluation did not finish {episodes} episodes within {limit} steps")
+    flat_r = np.array([r for rs in returns for r in rs], dtype=np.float64)
+    flat_l = np.array([length for ls in lengths for length in ls], dtype=np.float64)
+    return {
+        "episode_return_mean": float(flat_r.mean()),
+        "episode_return_std": float(flat_r.std()),
+        "episode_length_mean": float(flat_l.mean()),
+        "episodes": int(flat_r.size),
+        "returns": flat_r.tolist(),
+    }

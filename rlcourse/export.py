@@ -1,0 +1,37 @@
+"""Export a trained policy for deployment (TorchScript; ONNX in a later step)."""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def export_torchscript(agent: Any, path: str | os.PathLike) -> Path:
+    """Script the agent's deterministic policy (normalizer included) into ``path``, atomically.
+
+    The file loads anywhere with ``torch.jit.load(path)`` and needs no rlcourse:
+    ``actions = policy(obs)`` with ``obs`` a float32 ``(batch, num_obs)`` tensor.
+    """
+    policy = copy.deepcopy(agent.inference_policy()).cpu().eval()
+    scripted = torch.jit.script(policy)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        scripted.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def load_policy(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """Load an exported TorchScript policy."""
+    return torch.jit.load(str(path), map_location="cpu")
