@@ -1,0 +1,219 @@
+"""Command line: ``rlcourse train|eval|grade|pin``.
+
+Errors in what the user typed (unknown algorithm or env, a bad number, a missing
+run directory) end with one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(float(text)) if "e" in text.lower() else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _hyperparameter_epilog() -> str:
+    from rlcourse.algos import ALGORITHMS, config_help
+
+    lines = ["hyperparameters (set with --set NAME=VALUE or in a --config YAML file):"]
+    for name, cls in sorted(ALGORITHMS.items()):
+        lines.append(f"  {name}:")
+        for field, default, text in config_help(cls.Config):
+            shown = list(default) if isinstance(default, tuple) else default
+            lines.append(f"    {field:<24} {text} (default: {shown})")
+    return "\n".join(lines)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line (no usage dump)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="rlcourse", description="Deep RL for robot control: train, evaluate, grade.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser(
+        "train",
+        help="train an agent and write a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_hyperparameter_epilog(),
+    )
+    t.add_argument("algo", help="algorithm: ppo")
+    t.add_argument("--env", default=None, help="environment id (rlcourse task or gymnasium id)")
+    t.add_argument("--num-envs", type=_positive_int, default=None, help="parallel environments (default: preset)")
+    t.add_argument("--total-steps", type=_positive_int, default=None, help="environment steps (default: preset)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--run-dir", default=None, help="output folder (default runs/<algo>_<env>_s<seed>_<time>)")
+    t.add_argument("--config", default=None, help="YAML file with env/num_envs/total_steps/seed/hyperparameters")
+    t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one hyperparameter")
+    t.add_argument("--tensorboard", action="store_true", help="start a TensorBoard server on localhost, print its URL")
+    t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device (default cpu)")
+    t.add_argument("--checkpoint-every", type=_positive_int, default=50, help="iterations between checkpoints")
+    t.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
+    t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    e = sub.add_parser("eval", help="re-evaluate a run directory's exported policy")
+    e.add_argument("run_dir", help="a run directory written by `rlcourse train`")
+    e.add_argument("--episodes", type=_positive_int, default=10)
+    e.add_argument("--seed", type=int, default=12345)
+    e.add_argument("--num-envs", type=_positive_int, default=None)
+
+    g = sub.add_parser("grade", help="instructor pipeline: generate, autograde, feedback, grades.csv")
+    g.add_argument("lab", nargs="?", default=None, help="one lab (e.g. lab2_ppo); default: every lab")
+    g.add_argument("--submissions", default=None, help="folder of <student>/<lab>/<notebook>.ipynb (default autograder/submitted, else autograder/examples)")
+    g.add_argument("--course-dir", default=None, help="course root (default: the repository)")
+    g.add_argument("--timeout", type=_positive_int, default=900, help="seconds per submission before it is stopped")
+
+    p = sub.add_parser("pin", help="regenerate the pinned solution metrics from the reference solutions")
+    p.add_argument("lab", nargs="?", default=None)
+    p.add_argument("--course-dir", default=None)
+    return parser
+
+
+# ----------------------------------------------------------------------------- train
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UsageError(f"--set expects NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from rlcourse import envs
+    from rlcourse.algos import get_algorithm, load_preset
+    from rlcourse.algos.base import load_config_file
+    from rlcourse.runner import Runner, latest_checkpoint
+
+    algo_cls = get_algorithm(args.algo)
+    file_cfg: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    run_dir = Path(args.run_dir) if args.run_dir else None
+    saved: dict[str, Any] = {}
+    if args.resume:
+        if run_dir is None or not (run_dir / "run.yaml").exists():
+            raise UsageError("--resume needs --run-dir pointing at an existing run (with run.yaml)")
+        saved = yaml.safe_load((run_dir / "run.yaml").read_text())
+        if latest_checkpoint(run_dir) is None:
+            raise UsageError(f"{run_dir} has no checkpoint to resume from")
+    env_id = args.env or file_cfg.get("env") or saved.get("env")
+    if not env_id:
+        raise UsageError("--env is required (e.g. --env CartPole-v1)")
+    preset = load_preset(algo_cls.name, env_id)
+    num_envs = args.num_envs or file_cfg.get("num_envs") or saved.get("num_envs") or preset.get("num_envs") or 8
+    total_steps = args.total_steps or file_cfg.get("total_steps") or saved.get("total_steps") or preset.get("total_steps")
+    if not total_steps:
+        raise UsageError("--total-steps is required for this env (no preset)")
+    seed = saved.get("seed", args.seed) if args.resume else file_cfg.get("seed", args.seed)
+    hp = dict(preset["hyperparameters"])
+    hp.update(saved.get("hyperparameters", {}))
+    hp.update(file_cfg.get("hyperparameters") or {})
+    hp.update(_parse_sets(args.set))
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA GPU is visible to torch on this machine")
+
+    if run_dir is not None and not args.resume and (run_dir / "run.yaml").exists():
+        raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
+    if run_dir is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{algo_cls.name}_{env_id}_s{seed}_{stamp}"
+    env = envs.make(env_id, num_envs=int(num_envs), seed=int(seed), device=args.device)
+    agent = algo_cls(env, seed=int(seed), device=args.device, preset=None, **hp)
+    runner = Runner(
+        agent, env, run_dir=run_dir, tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every,
+        eval_episodes=args.eval_episodes, progress=False if args.no_progress else None,
+    )
+    if args.resume:
+        ckpt = runner.resume()
+        print(f"resuming from {ckpt} at step {agent.global_step}", flush=True)
+    print(f"training {algo_cls.name.upper()} on {env_id} ({num_envs} envs, {int(total_steps)} steps) -> {run_dir}", flush=True)
+    metrics = runner.learn(int(total_steps))
+    env.close()
+    print(json.dumps(metrics, indent=2))
+    if args.tensorboard and sys.stdin.isatty():
+        print(f"TensorBoard still serving at {runner.tensorboard_url}; press Ctrl+C to stop.")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+# ----------------------------------------------------------------------------- eval
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rlcourse import envs
+    from rlcourse.evaluation import evaluate
+    from rlcourse.export import load_policy
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "run.yaml").exists() or not (run_dir / "policy.pt").exists():
+        raise UsageError(f"{run_dir} is not a finished run directory (needs run.yaml and policy.pt)")
+    info = yaml.safe_load((run_dir / "run.yaml").read_text())
+    policy = load_policy(run_dir / "policy.pt")
+    num_envs = args.num_envs or min(args.episodes, 8)
+    env = envs.make(info["env"], num_envs=num_envs, seed=args.seed)
+    result = evaluate(policy, env, episodes=args.episodes)
+    env.close()
+    result.pop("returns")
+    result.update({"algo": info["algo"], "env": info["env"]})
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    from rlcourse.grading.pipeline import grade
+
+    return grade(lab=args.lab, submissions=args.submissions, course_dir=args.course_dir, timeout=args.timeout)
+
+
+def cmd_pin(args: argparse.Namespace) -> int:
+    from rlcourse.grading.pins import pin
+
+    return pin(lab=args.lab, course_dir=args.course_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"train": cmd_train, "eval": cmd_eval, "grade": cmd_grade, "pin": cmd_pin}
+    try:
+        return handlers[args.command](args)
+    except (UsageError, ValueError, FileNotFoundError, RuntimeError) as exc:
+        if os.environ.get("RLCOURSE_DEBUG"):
+            raise
+        print(f"rlcourse {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rlcourse {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
