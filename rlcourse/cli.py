@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=_positive_int, default=10)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--num-envs", type=_positive_int, default=None)
+    e.add_argument("--video", default=None, metavar="OUT.mp4", help="also render episodes to an .mp4 or .gif file")
+    e.add_argument("--video-episodes", type=_positive_int, default=1)
 
     g = sub.add_parser("grade", help="instructor pipeline: generate, autograde, feedback, grades.csv")
     g.add_argument("lab", nargs="?", default=None, help="one lab (e.g. lab2_ppo); default: every lab")
@@ -183,6 +185,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     env.close()
     result.pop("returns")
     result.update({"algo": info["algo"], "env": info["env"]})
+    if args.video:
+        from rlcourse.video import record_video
+
+        result["video"] = str(record_video(policy, info["env"], args.video, episodes=args.video_episodes, seed=args.seed))
     print(json.dumps(result, indent=2))
     return 0
 
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"train": cmd_train, "eval": cmd_eval, "grade": cmd_grade, "pin": cmd_pin}
     try:
         return handlers[args.command](args)
-    except (UsageError, ValueError, FileNotFoundError, RuntimeError) as exc:
+    except (UsageError, ValueError, FileNotFoundError, RuntimeError, ImportError) as exc:
         if os.environ.get("RLCOURSE_DEBUG"):
             raise
         print(f"rlcourse {args.command}: error: {exc}", file=sys.stderr)

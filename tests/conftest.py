@@ -1,0 +1,145 @@
+"""Shared fixtures: a tiny, fast PPO configuration, env factories and CLI helpers.
+
+Everything here is sized for a 2-core CPU machine: the tiny PPO does one iteration
+in a few milliseconds, and the one CLI training run that several tests inspect is
+started once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import torch
+
+from rlcourse import envs
+from rlcourse.algos import PPO
+
+# Small networks, short rollouts, few epochs: fast enough for unit tests, while still
+# exercising every code path (normalizer, minibatches, schedules).
+TINY_PPO: dict[str, Any] = {
+    "num_steps_per_env": 16,
+    "num_learning_epochs": 2,
+    "num_mini_batches": 2,
+    "actor_hidden": (16, 16),
+    "critic_hidden": (16, 16),
+    "activation": "tanh",
+    "schedule": "constant",
+    "learning_rate": 3e-3,
+}
+
+# CLI arguments that turn the CartPole preset into the same tiny configuration.
+TINY_PPO_SETS = [
+    "--set", "num_learning_epochs=2",
+    "--set", "num_mini_batches=2",
+    "--set", "actor_hidden=[16,16]",
+    "--set", "critic_hidden=[16,16]",
+]
+
+
+@pytest.fixture
+def tiny_ppo_hp() -> dict[str, Any]:
+    """A copy of the tiny PPO hyperparameters (safe to modify in a test)."""
+    return dict(TINY_PPO)
+
+
+@pytest.fixture
+def make_env() -> Callable[..., envs.VecEnv]:
+    """``make_env(env_id, num_envs=2, seed=0, **kw)``; every env made is closed after the test."""
+    made: list[envs.VecEnv] = []
+
+    def _make(env_id: str = "CartPole-v1", num_envs: int = 2, seed: int | None = 0, **kwargs: Any) -> envs.VecEnv:
+        env = envs.make(env_id, num_envs=num_envs, seed=seed, **kwargs)
+        made.append(env)
+        return env
+
+    yield _make
+    for env in made:
+        env.close()
+
+
+@pytest.fixture
+def tiny_ppo(make_env: Callable[..., envs.VecEnv]) -> Callable[..., PPO]:
+    """``tiny_ppo(env_id="CartPole-v1", seed=0, num_envs=4, **overrides)`` -> a PPO with its env."""
+
+    def _make(env_id: str = "CartPole-v1", seed: int = 0, num_envs: int = 4, **overrides: Any) -> PPO:
+        env = make_env(env_id, num_envs=num_envs, seed=seed)
+        return PPO(env, seed=seed, preset=None, **{**TINY_PPO, **overrides})
+
+    return _make
+
+
+def run_iterations(agent: Any, env: envs.VecEnv, iterations: int) -> list[dict[str, float]]:
+    """Drive ``iterations`` rollout/update cycles by hand (the runner protocol) and return the losses.
+
+    Unlike ``agent.learn`` this exposes each update's loss dictionary, which the
+    determinism tests compare.
+    """
+    losses = []
+    obs, _ = env.reset(seed=agent.seed)
+    for _ in range(iterations):
+        with torch.inference_mode():
+            for _ in range(agent.num_steps_per_env):
+                actions = agent.act(obs)
+                obs, rewards, terminated, truncated, extras = env.step(actions)
+                agent.process_env_step(obs, rewards, terminated, truncated, extras)
+            agent.compute_returns(obs)
+        losses.append(agent.update())
+    return losses
+
+
+@pytest.fixture
+def iterate() -> Callable[..., list[dict[str, float]]]:
+    """The :func:`run_iterations` helper as a fixture (tests/ is not a package)."""
+    return run_iterations
+
+
+# ----------------------------------------------------------------------------- CLI
+def _cli_command() -> list[str]:
+    # Prefer the installed console script: that is what students type.
+    script = Path(sys.executable).with_name("rlcourse")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rlcourse.cli"]
+
+
+def cli(args: list[str], cwd: str | os.PathLike, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``rlcourse ARGS`` in a subprocess with stdin closed; returns the completed process."""
+    env = dict(os.environ, RLCOURSE_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
+    env.pop("RLCOURSE_DEBUG", None)  # it turns one-line errors into tracebacks
+    return subprocess.run(
+        _cli_command() + list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def run_cli() -> Callable[..., subprocess.CompletedProcess]:
+    """``run_cli(args, cwd, timeout=300)``: the real ``rlcourse`` entry point in a subprocess."""
+    return cli
+
+
+@pytest.fixture
+def cli_command() -> list[str]:
+    """The argv prefix that starts the ``rlcourse`` CLI (for tests that manage the process)."""
+    return _cli_command()
+
+
+@pytest.fixture(scope="session")
+def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One finished ``rlcourse train ppo --env CartPole-v1 --tensorboard`` run, shared by CLI/export tests.
+
+    4 envs x 32 steps = 128 steps per iteration, 8 iterations; checkpoints every 2.
+    """
+    root = tmp_path_factory.mktemp("cli")
+    run_dir = root / "run"
+    proc = cli(
+        ["train", "ppo", "--env", "CartPole-v1", "--num-envs", "4", "--total-steps", "1024", "--seed", "0",
+         "--run-dir", str(run_dir), "--tensorboard", "--no-progress", "--eval-episodes", "3",
+         "--checkpoint-every", "2", *TINY_PPO_SETS],
+        cwd=root,
+    )
+    assert proc.returncode == 0, f"training failed:\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    return run_dir, proc
