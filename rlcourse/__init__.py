@@ -10,9 +10,9 @@ Quick tour::
 """
 
 from rlcourse import envs
-from rlcourse.algos import ALGORITHMS, PPO
+from rlcourse.algos import ALGORITHMS, DDPG, DQN, PPO, SAC
 from rlcourse.evaluation import evaluate
 
 __version__ = "0.1.0"
 
-__all__ = ["ALGORITHMS", "PPO", "envs", "evaluate", "__version__"]
+__all__ = ["ALGORITHMS", "DDPG", "DQN", "PPO", "SAC", "envs", "evaluate", "__version__"]

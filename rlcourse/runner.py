@@ -87,6 +87,8 @@ class Runner:
         eval_env: env for that evaluation (default: a fresh one of the same id).
         progress: show a progress bar (default: on, off under nbgrader).
         verbose: print where things were written.
+        callback: ``callback(runner) -> bool | None`` called after every iteration;
+            returning ``False`` stops training early (e.g. a reward threshold).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class Runner:
         eval_env: VecEnv | None = None,
         progress: bool | None = None,
         verbose: bool = False,
+        callback: Any = None,
     ) -> None:
         self.algo = algo
         self.env = env
@@ -114,6 +117,7 @@ class Runner:
         self.eval_env = eval_env
         self.progress = _progress_default() if progress is None else progress
         self.verbose = verbose
+        self.callback = callback
         self.writer = None
         self.tensorboard_url: str | None = None
         self.wall_time_s = 0.0
@@ -179,8 +183,12 @@ class Runner:
                     if self.recent_returns:
                         bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
                     window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0
+                if self.callback is not None and self.callback(self) is False:
+                    finished = True
                 if self.run_dir is not None and (algo.iteration % self.checkpoint_every == 0 or finished):
                     self.save_checkpoint(self.wall_time_s + time.perf_counter() - t_start)
+                if finished:
+                    break
         finally:
             bar.close()
         self.wall_time_s += time.perf_counter() - t_start
@@ -270,6 +278,8 @@ class Runner:
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.algo.load_checkpoint(state)
         self.wall_time_s = float(state.get("runner", {}).get("wall_time_s", 0.0))
+        if self.run_dir is not None:
+            _clean_after_crash(self.run_dir, self.algo.global_step)
         return Path(path)
 
     def _finish(self) -> None:
@@ -332,6 +342,30 @@ def plot_learning_curve(run_dir: str | os.PathLike) -> Path | None:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def _clean_after_crash(run_dir: Path, global_step: int) -> None:
+    """Undo what a killed process left behind past its last checkpoint.
+
+    A process killed mid-run may have logged iterations after the checkpoint we resume
+    from (they will be trained and logged again) and may have been cut in the middle
+    of a line; it may also leave the temporary file of an interrupted atomic write.
+    """
+    for tmp in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp")]:
+        tmp.unlink(missing_ok=True)
+    path = run_dir / "progress.csv"
+    if not path.exists():
+        return
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or "global_step" not in rows[0]:
+        return
+    header, col = rows[0], rows[0].index("global_step")
+    keep = [r for r in rows[1:] if len(r) == len(header) and r[col].isdigit() and int(r[col]) <= global_step]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.writer(f).writerows([header, *keep])
+    os.replace(tmp, path)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

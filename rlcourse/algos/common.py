@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rlcourse.models.mlp import mlp
+
 
 @torch.no_grad()
 def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
@@ -39,3 +41,14 @@ def action_bounds(spec: object, device: torch.device) -> tuple[torch.Tensor, tor
             f"got low={low.tolist()}, high={high.tolist()}"
         )
     return low, high
+
+
+class QCritic(nn.Module):
+    """``Q(s, a)``: an MLP on the concatenated observation and ``[-1, 1]`` action; returns ``(B,)``."""
+
+    def __init__(self, num_obs: int, num_actions: int, hidden: tuple[int, ...], activation: str) -> None:
+        super().__init__()
+        self.net = mlp(num_obs + num_actions, hidden, 1, activation)
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([obs, actions], dim=-1)).squeeze(-1)

@@ -308,7 +308,7 @@ class PPO(Algorithm):
         out["losses/explained_variance"] = float(explained_var)
         out["charts/learning_rate"] = self.learning_rate
         if not self.spec.is_discrete:
-            out["charts/action_std"] = float(self.actor_critic.log_std.exp().mean())
+            out["charts/action_std"] = float(self.actor_critic.log_std.detach().exp().mean())
         return out
 
     def _set_lr(self, lr: float) -> None:

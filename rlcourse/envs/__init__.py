@@ -55,4 +55,16 @@ def make(
     raise ValueError(f"unknown environment id {env_id!r}.{hint}")
 
 
+def _make_locomotion(task: str) -> Callable[..., VecEnv]:
+    # Lazy: mujoco is imported only when a locomotion task is created.
+    def factory(**kwargs: Any) -> VecEnv:
+        from rlcourse.envs import locomotion
+
+        return getattr(locomotion, task)(**kwargs)
+
+    return factory
+
+
+register("Ant", _make_locomotion("AntEnv"))
+
 __all__ = ["VecEnv", "GymVecEnv", "make", "register", "available"]

@@ -103,7 +103,7 @@ class GymVecEnv(VecEnv):
         rewards = np.zeros(n, dtype=np.float32)
         terminated = np.zeros(n, dtype=bool)
         truncated = np.zeros(n, dtype=bool)
-        final_obs = None
+        final_rows: dict[int, np.ndarray] = {}
         done_ids: list[int] = []
         for i, env in enumerate(self.envs):
             a = int(act_np[i]) if self.is_discrete else act_np[i].reshape(env.action_space.shape)
@@ -114,9 +114,7 @@ class GymVecEnv(VecEnv):
             truncated[i] = trunc and not term
             self._obs[i] = np.asarray(obs, dtype=np.float32).reshape(-1)
             if term or trunc:
-                if final_obs is None:
-                    final_obs = self._obs.copy()
-                final_obs[i] = self._obs[i]
+                final_rows[i] = self._obs[i].copy()
                 obs, _ = env.reset()
                 self._obs[i] = np.asarray(obs, dtype=np.float32).reshape(-1)
                 done_ids.append(i)
@@ -125,7 +123,14 @@ class GymVecEnv(VecEnv):
         self._ep_length += 1
         extras: dict[str, Any] = {"time_outs": self._to_tensor(truncated)}
         obs_t = self._to_tensor(self._obs.copy())
-        extras["final_obs"] = obs_t if final_obs is None else self._to_tensor(final_obs)
+        if final_rows:
+            # Built after the loop: rows of envs that did not finish must be *this* step's obs.
+            final_obs = self._obs.copy()
+            for i, row in final_rows.items():
+                final_obs[i] = row
+            extras["final_obs"] = self._to_tensor(final_obs)
+        else:
+            extras["final_obs"] = obs_t
         if done_ids:
             ids = np.asarray(done_ids)
             extras["episode"] = {

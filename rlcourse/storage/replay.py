@@ -101,6 +101,7 @@ class ReplayBuffer:
             raise ValueError(f"cannot add {n} transitions at once to a buffer of capacity {self.capacity}")
         ended = terminated if truncated is None else terminated | truncated
         if final_obs is not None:
+            final_obs = final_obs.to(next_obs.device, next_obs.dtype)
             # The true successor of a finished episode's last step; rows of running envs equal next_obs.
             next_obs = torch.where(ended.view(-1, *([1] * (next_obs.dim() - 1))), final_obs, next_obs)
         elif truncated is not None and truncated.any():

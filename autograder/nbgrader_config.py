@@ -1,0 +1,57 @@
+"""nbgrader configuration of the course: the repository root *is* the nbgrader course.
+
+    solutions/<lab>/<lab>.ipynb      nbgrader "source"   (instructor notebooks, with solutions and hidden tests)
+    labs/<lab>/<lab>.ipynb           nbgrader "release"  (student notebooks, generated, committed)
+    autograder/submitted/ ...        submitted copies, autograded notebooks, HTML feedback, gradebook.db
+                                     (nbgrader's working state; git-ignored)
+
+Every tool passes this file explicitly, so the repository root stays free of config::
+
+    nbgrader autograde lab2_ppo --config=autograder/nbgrader_config.py
+
+``rlcourse grade`` / ``make grade`` and ``python -m rlcourse.grading.release`` do that for you.
+The course root is derived from this file's location, so a copy of the course elsewhere
+(a temporary directory in the tests, a grading server) works unchanged.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 (injected by traitlets)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# -- where things live -------------------------------------------------------------------
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.course_id = "rlcourse"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "labs"
+c.CourseDirectory.submitted_directory = os.path.join("autograder", "submitted")
+c.CourseDirectory.autograded_directory = os.path.join("autograder", "autograded")
+c.CourseDirectory.feedback_directory = os.path.join("autograder", "feedback")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "autograder", "gradebook.db")
+# Files next to a source notebook are copied into the release and into every autograded
+# folder; notebook generators (they contain the solutions) and training output must not be.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "build_*.py", "runs"]
+
+# -- executing submissions ---------------------------------------------------------------
+# Per-cell limit (nbgrader's default is 30 s). The PPO training cell of lab 2 takes about a
+# minute on a quiet 2-core machine; the whole-submission wall clock is enforced by
+# `rlcourse grade --timeout`. Configure `Execute`, not `ExecutePreprocessor`: a value set
+# here for the latter would be overridden by nbgrader's own `Execute` section.
+c.Execute.timeout = 600
+# nbgrader scores a test cell 0 if it wrote *anything* to stderr. Warnings and progress
+# bars are not failures; drop them before grading (both options are needed).
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"(Warning|warnings\.warn|it/s|s/it|\d+%\|)"
+# A student who deletes a test cell gets it back (and graded) instead of "needs manual grading".
+c.OverwriteCells.add_missing_cells = True
+
+# -- feedback ----------------------------------------------------------------------------
+# nbgrader's feedback HTML shows hidden tests verbatim (jupyter/nbgrader#1363). Strip the
+# hidden region and shorten the tracebacks of those cells before rendering.
+# (Import paths, not classes: this file is also read by processes that do not import rlcourse.)
+c.GenerateFeedback.preprocessors = [
+    "nbgrader.preprocessors.GetGrades",
+    "rlcourse.grading.feedback.RedactHiddenTests",
+    "nbconvert.preprocessors.CSSHTMLHeaderPreprocessor",
+]

@@ -1,0 +1,187 @@
+"""Wall-clock time to reach a return threshold: rlcourse vs Stable-Baselines3.
+
+For each task, both libraries train with their own tuned settings (our YAML presets;
+SB3 with the RL Baselines3 Zoo hyperparameters for the same env), same number of envs
+and network sizes where the presets allow, alternating in one process. Every
+``eval_every`` env steps the deterministic policy is evaluated on ``eval_episodes``
+episodes; the clock (training time only, evaluation excluded) stops when the mean
+return reaches the threshold. Median over seeds; target ours / SB3 <= 0.5.
+
+    .venv/bin/python benchmarks/bench_time_to_threshold.py [--tasks ppo_cartpole,dqn_cartpole,sac_pendulum,ddpg_pendulum] [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from common import machine_line, median, record  # noqa: E402
+
+
+@dataclass
+class Task:
+    algo: str
+    env_id: str
+    threshold: float
+    max_steps: int
+    eval_every: int
+    num_envs: int
+    sb3_kwargs: dict[str, Any] = field(default_factory=dict)
+    sb3_noise_std: float | None = None
+
+
+TASKS: dict[str, Task] = {
+    "ppo_cartpole": Task(
+        "ppo", "CartPole-v1", 475.0, 200_000, 5_000, 8,
+        dict(n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0,
+             learning_rate=1e-3, clip_range=0.2),
+    ),
+    "dqn_cartpole": Task(
+        "dqn", "CartPole-v1", 475.0, 200_000, 5_000, 1,
+        dict(learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+             target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+             exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])),
+    ),
+    "sac_pendulum": Task("sac", "Pendulum-v1", -200.0, 40_000, 2_000, 1, dict(learning_rate=1e-3)),
+    "ddpg_pendulum": Task(
+        "ddpg", "Pendulum-v1", -200.0, 40_000, 2_000, 1,
+        dict(learning_rate=1e-3, gradient_steps=1, train_freq=1, policy_kwargs=dict(net_arch=[400, 300])),
+        sb3_noise_std=0.1,
+    ),
+}
+
+
+def eval_mean(policy_fn: Any, env_id: str, episodes: int, seed: int) -> float:
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, total = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(policy_fn(obs))
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return float(np.mean(returns))
+
+
+def time_ours(task: Task, seed: int, episodes: int) -> tuple[float, int]:
+    import torch
+
+    import rlcourse
+    from rlcourse.algos import get_algorithm
+    from rlcourse.runner import Runner
+
+    env = rlcourse.envs.make(task.env_id, num_envs=task.num_envs, seed=seed)
+    agent = get_algorithm(task.algo)(env, seed=seed)
+    policy = agent.inference_policy()
+    state = {"next_eval": task.eval_every, "eval_time": 0.0, "solved_at": None}
+
+    def act(obs: np.ndarray) -> Any:
+        with torch.no_grad():
+            a = policy(torch.as_tensor(obs, dtype=torch.float32)[None])[0]
+        return int(a) if agent.spec.is_discrete else a.numpy()
+
+    def callback(runner: Runner) -> bool:
+        if agent.global_step < state["next_eval"]:
+            return True
+        state["next_eval"] += task.eval_every
+        t0 = time.perf_counter()
+        nonlocal policy
+        policy = agent.inference_policy()
+        solved = eval_mean(act, task.env_id, episodes, seed=10_000 + seed) >= task.threshold
+        state["eval_time"] += time.perf_counter() - t0
+        if solved:
+            state["solved_at"] = agent.global_step
+        return not solved
+
+    t0 = time.perf_counter()
+    Runner(agent, env, eval_episodes=0, progress=False, callback=callback).learn(task.max_steps)
+    elapsed = time.perf_counter() - t0 - state["eval_time"]
+    env.close()
+    return (elapsed if state["solved_at"] else math.inf), (state["solved_at"] or task.max_steps)
+
+
+def time_sb3(task: Task, seed: int, episodes: int) -> tuple[float, int]:
+    import stable_baselines3 as sb3
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    venv = make_vec_env(task.env_id, n_envs=task.num_envs, seed=seed)
+    kwargs = dict(task.sb3_kwargs)
+    if task.sb3_noise_std is not None:
+        n = venv.action_space.shape[0]
+        kwargs["action_noise"] = NormalActionNoise(np.zeros(n), task.sb3_noise_std * np.ones(n))
+    cls = {"ppo": sb3.PPO, "dqn": sb3.DQN, "sac": sb3.SAC, "ddpg": sb3.DDPG}[task.algo]
+    model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    state = {"next_eval": task.eval_every, "eval_time": 0.0, "solved_at": None}
+
+    class Stop(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps < state["next_eval"]:
+                return True
+            state["next_eval"] += task.eval_every
+            t0 = time.perf_counter()
+            act = lambda obs: model.predict(obs, deterministic=True)[0]  # noqa: E731
+            solved = eval_mean(act, task.env_id, episodes, seed=10_000 + seed) >= task.threshold
+            state["eval_time"] += time.perf_counter() - t0
+            if solved:
+                state["solved_at"] = self.num_timesteps
+            return not solved
+
+    t0 = time.perf_counter()
+    model.learn(task.max_steps, callback=Stop())
+    elapsed = time.perf_counter() - t0 - state["eval_time"]
+    venv.close()
+    return (elapsed if state["solved_at"] else math.inf), (state["solved_at"] or task.max_steps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", default=",".join(TASKS))
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lines = []
+    for name in args.tasks.split(","):
+        task = TASKS[name]
+        ours, theirs = [], []
+        for seed in seeds:
+            t_o, s_o = time_ours(task, seed, args.eval_episodes)
+            t_s, s_s = time_sb3(task, seed, args.eval_episodes)
+            ours.append(t_o)
+            theirs.append(t_s)
+            print(f"{name} seed {seed}: rlcourse {t_o:.1f}s ({s_o} steps), SB3 {t_s:.1f}s ({s_s} steps)", flush=True)
+        m_o, m_s = median(ours), median(theirs)
+        ratio = m_o / m_s if math.isfinite(m_s) else float("nan")
+        line = (f"{name} ({task.env_id}, return >= {task.threshold:g}): rlcourse median {m_o:.1f}s, "
+                f"SB3 median {m_s:.1f}s, ratio {ratio:.2f} (target <= 0.5); per seed ours "
+                f"{[round(x, 1) for x in ours]}, SB3 {[round(x, 1) for x in theirs]}")
+        print(line, flush=True)
+        lines.append(f"- {line}")
+    if not args.no_record:
+        record(
+            "Time to threshold",
+            f"- machine: {machine_line()}\n- seeds {seeds}, evaluation every N steps on "
+            f"{args.eval_episodes} episodes (evaluation time excluded)\n" + "\n".join(lines)
+            + "\n- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`",
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""``Ant``: the IsaacGymEnvs Ant task on MuJoCo's ant (gymnasium's ``ant.xml``), real physics on CPU.
+
+The robot is gymnasium's ``ant.xml`` (shipped inside the gymnasium wheel; nothing is
+downloaded): a 0.25 m sphere torso with four 2-joint legs, 8 torque motors with gear
+150. The task logic follows IsaacGymEnvs ``tasks/ant.py``: walk toward a target
+1000 m away along +x, with its potential-based progress reward, alive bonus, upright
+and heading bonuses, action and energy costs and a joints-at-limit cost.
+
+Actions ``(num_envs, 8)``, clipped to ``[-1, 1]``; joint torque = action x 150 (the
+motor gear) x ``power_scale``. Action ``i`` drives actuator ``i`` of ``ant.xml``:
+``hip_4, ankle_4, hip_1, ankle_1, hip_2, ankle_2, hip_3, ankle_3``.
+
+Observation ``(num_envs, 36)`` float32 (IsaacGymEnvs' 60 minus the 24 foot-force
+values, as in Isaac Lab's Ant port):
+
+=======  ==================================================================
+index    content
+=======  ==================================================================
+0        torso height z (m)
+1-3      torso linear velocity, body frame (m/s)
+4-6      torso angular velocity, body frame (rad/s)
+7, 8     yaw, roll (rad)
+9        angle to the target, relative to the heading (rad, wrapped)
+10       up projection: z component of the torso's up axis (1 = upright)
+11       heading projection: cosine between the torso's forward axis and the
+         direction to the target
+12-19    joint positions mapped to [-1, 1] by their limits (action order)
+20-27    joint velocities x 0.2 (``dof_vel_scale``; action order)
+28-35    the (clipped) actions of the previous step
+=======  ==================================================================
+
+Default reward terms (IsaacGymEnvs ``Ant.yaml`` weights; see :func:`AntEnv.default_rewards`):
+
+==================  =======  ==========================================================
+term                weight   function
+==================  =======  ==========================================================
+``progress``        1.0      potential difference, potential = -distance_to_target / dt
+                             (= speed toward the target, m/s)
+``alive``           0.5      1 every step
+``upright``         0.1      1 if up projection > 0.93
+``heading``         0.5      1 if heading projection > 0.8, else heading_proj / 0.8
+``action_l2``       -0.005   sum of squared actions
+``energy``          -0.05    sum |action x joint velocity x 0.2|
+``joints_at_limit`` -0.1     number of joints beyond 99 % of their range
+``termination``     -2.0     1 on the step the ant falls (IGE *replaces* the reward
+                             with ``deathCost``; we add it, Isaac Lab manager style)
+==================  =======  ==========================================================
+
+Episodes: terminated when the torso height drops below 0.31 m; time-out after 1000
+control steps. Physics: ``implicitfast`` integrator, 0.01 s steps, 5 per control step
+(``dt = 0.05`` s, as gymnasium's Ant-v5). Pass ``integrator="rk4"`` for gymnasium's
+exact integrator (about 3x slower). Reset: the standing pose of ``ant.xml``
+(``init_qpos``: torso at 0.55 m, legs bent) plus U(-0.2, 0.2) rad on the joints
+(clamped to their limits) and U(-0.1, 0.1) on the joint velocities, IGE's reset noise.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import mujoco
+import numpy as np
+import torch
+
+from rlcourse.envs.locomotion.backend import gymnasium_asset, load_model
+from rlcourse.envs.locomotion.env import MujocoLocomotionEnv
+from rlcourse.envs.locomotion.rewards import RewardSpec, RewardTerm
+
+# ----------------------------------------------------------------------------- reward terms
+# Each is func(env, **params) -> (num_envs,): vectorized over all envs.
+
+
+def progress(env: "AntEnv") -> torch.Tensor:
+    """Potential-based progress toward the target: (phi_t - phi_{t-1}) with phi = -distance / dt."""
+    return env.potentials - env.prev_potentials
+
+
+def alive(env: Any) -> torch.Tensor:
+    """A constant bonus for every step the robot has not fallen."""
+    return torch.ones(env.num_envs, device=env.device)
+
+
+def upright(env: "AntEnv", threshold: float = 0.93) -> torch.Tensor:
+    """1 when the torso's up axis is within ~21 degrees of vertical."""
+    return (env.up_proj > threshold).float()
+
+
+def heading(env: "AntEnv", threshold: float = 0.8) -> torch.Tensor:
+    """Facing the target: 1 above ``threshold``, proportional below (IGE)."""
+    return torch.where(env.heading_proj > threshold, torch.ones_like(env.heading_proj), env.heading_proj / threshold)
+
+
+def action_l2(env: Any) -> torch.Tensor:
+    """Sum of squared actions (effort)."""
+    return env.actions.pow(2).sum(dim=1)
+
+
+def energy(env: "AntEnv") -> torch.Tensor:
+    """Sum of |action x scaled joint velocity|: mechanical power, in action units."""
+    return (env.actions * env.dof_vel * env.dof_vel_scale).abs().sum(dim=1)
+
+
+def joints_at_limit(env: Any, threshold: float = 0.99) -> torch.Tensor:
+    """How many joints are within 1 % of a limit."""
+    return (env.dof_pos_scaled.abs() > threshold).float().sum(dim=1)
+
+
+def is_terminated(env: Any) -> torch.Tensor:
+    """1 on the step an episode terminates (not on time-outs)."""
+    return env.terminated.float()
+
+
+class AntEnv(MujocoLocomotionEnv):
+    """IsaacGymEnvs-style Ant on MuJoCo; see the module docstring for spaces and rewards.
+
+    Args:
+        num_envs: environments stepped together.
+        seed: seeds resets and randomization (same seed and actions -> same trajectory).
+        device: torch device of the returned tensors.
+        rewards: reward-term overrides, e.g. ``{"energy": 0.0, "mine": RewardTerm(f, 1.0)}``.
+        randomization: domain-randomization config (:mod:`rlcourse.envs.locomotion.randomization`).
+        episode_length: control steps before a time-out (1000).
+        termination_height: torso height (m) below which the ant has fallen (0.31).
+        power_scale: multiplies the motor torques (IGE ``powerScale``).
+        integrator, timestep, decimation: physics settings (``implicitfast``, 0.01 s, 5).
+        nthread: rollout threads (default: all cores).
+        xml_path: another MJCF with the same structure (default: gymnasium's ``ant.xml``).
+    """
+
+    env_id = "Ant"
+    dof_vel_scale = 0.2
+    target = (1000.0, 0.0)
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        seed: int | None = 0,
+        device: str | torch.device = "cpu",
+        rewards: RewardSpec | None = None,
+        randomization: Mapping[str, Any] | None = None,
+        episode_length: int = 1000,
+        termination_height: float = 0.31,
+        power_scale: float = 1.0,
+        integrator: str = "implicitfast",
+        timestep: float = 0.01,
+        decimation: int = 5,
+        nthread: int | None = None,
+        xml_path: str | os.PathLike | None = None,
+    ) -> None:
+        model = load_model(xml_path or gymnasium_asset("ant.xml"), integrator=integrator, timestep=timestep)
+        if model.nu != 8 or model.jnt_type[0] != mujoco.mjtJoint.mjJNT_FREE:
+            raise ValueError(f"{xml_path}: the Ant task needs a free-floating torso and 8 actuators, got nu={model.nu}")
+        self.termination_height = float(termination_height)
+        self.power_scale = float(power_scale)
+        super().__init__(
+            model, num_envs, seed, device, rewards, randomization,
+            decimation=decimation, max_episode_length=episode_length, clip_actions=1.0,
+            nthread=nthread, num_obs=36,
+        )
+        # Standing pose from ant.xml's <numeric name="init_qpos">, else qpos0.
+        init = model.qpos0.copy()
+        nid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_NUMERIC, "init_qpos")
+        if nid >= 0 and model.numeric_size[nid] == model.nq:
+            adr = model.numeric_adr[nid]
+            init = model.numeric_data[adr : adr + model.nq].copy()
+        self.init_qpos = init
+        self.potentials = torch.zeros(num_envs, device=self.device)
+        self.prev_potentials = torch.zeros(num_envs, device=self.device)
+
+    @classmethod
+    def default_rewards(cls) -> dict[str, RewardTerm]:
+        return {
+            "progress": RewardTerm(progress, 1.0),
+            "alive": RewardTerm(alive, 0.5),
+            "upright": RewardTerm(upright, 0.1),
+            "heading": RewardTerm(heading, 0.5),
+            "action_l2": RewardTerm(action_l2, -0.005),
+            "energy": RewardTerm(energy, -0.05),
+            "joints_at_limit": RewardTerm(joints_at_limit, -0.1),
+            "termination": RewardTerm(is_terminated, -2.0),
+        }
+
+    # ------------------------------------------------------------------ hooks
+    def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
+        return (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
+
+    def _kinematics(self, st: np.ndarray) -> dict[str, np.ndarray]:
+        k = super()._kinematics(st)
+        fwd, up, pos = k["forward_w"], k["up_w"], k["root_pos_w"]
+        yaw = np.arctan2(fwd[:, 1], fwd[:, 0])
+        to_target = np.asarray(self.target) - pos[:, :2]
+        dist = np.sqrt((to_target**2).sum(axis=1))
+        target_dir = to_target / np.maximum(dist, 1e-6)[:, None]
+        angle = np.arctan2(to_target[:, 1], to_target[:, 0]) - yaw
+        k["yaw"] = yaw
+        # Z-Y-X roll = atan2(R21, R22); the gravity direction in the body frame is -R[2, :].
+        k["roll"] = np.arctan2(-k["projected_gravity_b"][:, 1], -k["projected_gravity_b"][:, 2])
+        k["angle_to_target"] = np.arctan2(np.sin(angle), np.cos(angle))
+        k["target_dist"] = dist
+        k["up_proj"] = up[:, 2]
+        k["heading_proj"] = (fwd[:, :2] * target_dir).sum(axis=1)
+        lo, hi = self._dof_limits_np
+        k["dof_pos_scaled"] = (2.0 * k["dof_pos"] - hi - lo) / (hi - lo)
+        return k
+
+    def _post_physics(self) -> None:
+        self.prev_potentials = self.potentials
+        self.potentials = -self.target_dist / self.step_dt
+
+    def _get_terminated(self) -> torch.Tensor:
+        return self.root_pos_w[:, 2] < self.termination_height
+
+    def _get_observations(self) -> torch.Tensor:
+        return torch.cat(
+            [
+                self.root_pos_w[:, 2:3],
+                self.root_lin_vel_b,
+                self.root_ang_vel_b,
+                self.yaw[:, None],
+                self.roll[:, None],
+                self.angle_to_target[:, None],
+                self.up_proj[:, None],
+                self.heading_proj[:, None],
+                self.dof_pos_scaled,
+                self.dof_vel * self.dof_vel_scale,
+                self.actions,
+            ],
+            dim=1,
+        )
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        ids = env_ids.cpu().numpy()
+        k = len(ids)
+        m = self.model
+        qpos = np.tile(self.init_qpos, (k, 1))
+        qvel = np.zeros((k, m.nv))
+        joints = self.act_qpos_idx
+        noise = self._uniform((k, len(joints)), -0.2, 0.2).numpy()
+        lo, hi = self._dof_limits_np
+        qpos[:, joints] = np.clip(qpos[:, joints] + noise, lo, hi)
+        qvel[:, self.act_dof_idx] = self._uniform((k, len(joints)), -0.1, 0.1).numpy()
+        self.sim.set_state(ids, qpos, qvel)
+        # Potentials restart from the new position, so the first progress reward is 0-ish.
+        dist = torch.from_numpy(np.linalg.norm(np.asarray(self.target) - qpos[:, :2], axis=1)).to(self.device, torch.float32)
+        self.potentials[env_ids] = -dist / self.step_dt
+        self.prev_potentials[env_ids] = -dist / self.step_dt
+
+
+def make_ant(num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu", **kwargs: Any) -> AntEnv:
+    """Factory registered as ``"Ant"`` in :func:`rlcourse.envs.make`."""
+    return AntEnv(num_envs=num_envs, seed=seed, device=device, **kwargs)

@@ -1,0 +1,286 @@
+"""A ``DirectRLEnv``-style task skeleton on the embedded MuJoCo backend.
+
+One :meth:`MujocoLocomotionEnv.step` runs, in Isaac Lab ``DirectRLEnv.step`` order:
+
+1. validate the actions, add action noise, clip to ``[-clip_actions, clip_actions]``;
+2. action latency (the actuators get the action from ``k`` steps ago);
+3. ``decimation`` physics steps for every env in one ``mujoco.rollout`` call;
+4. ``episode_length += 1``; refresh the batched state tensors;
+5. terminations (task rule, or a diverged simulation) and time-outs
+   (``episode_length >= max_episode_length``, so an episode is at most
+   ``max_episode_length`` steps long);
+6. rewards from the reward terms; the observation the finished envs ended in is
+   stored as ``extras["final_obs"]``;
+7. reset the finished envs (reset-mode randomization, new initial state);
+8. interval events (pushes, interval randomization);
+9. observations of the (possibly new) state, plus observation noise.
+
+Subclasses (the tasks) fill in the hooks named like Isaac Lab's:
+``_action_to_ctrl``, ``_post_physics``, ``_get_terminated``, ``_get_observations``,
+``_reset_idx`` and ``default_rewards``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+import torch
+
+from rlcourse.envs.base import VecEnv
+from rlcourse.envs.locomotion.backend import MujocoBatch
+from rlcourse.envs.locomotion.math import quat_to_matrix_np
+from rlcourse.envs.locomotion.randomization import DomainRandomization
+from rlcourse.envs.locomotion.rewards import RewardManager, RewardSpec, RewardTerm, merge_reward_terms
+
+
+class MujocoLocomotionEnv(VecEnv):
+    """Base class of the MuJoCo-backed legged tasks (a free-floating base plus actuated joints).
+
+    Args:
+        model: compiled ``MjModel``.
+        num_envs: environments stepped together.
+        seed: seeds the reset noise and the randomization draws.
+        device: torch device of the returned tensors (physics always runs on the CPU).
+        rewards: overrides of the default reward terms (see :mod:`.rewards`).
+        randomization: domain-randomization config (see :mod:`.randomization`).
+        decimation: physics steps per control step.
+        max_episode_length: control steps before a time-out.
+        clip_actions: actions are clipped to ``[-clip_actions, clip_actions]``.
+        nthread: rollout threads (default: all cores).
+        num_obs: size of the observation vector the task produces.
+    """
+
+    env_id = "MujocoLocomotion"
+
+    def __init__(
+        self,
+        model: mujoco.MjModel,
+        num_envs: int,
+        seed: int | None,
+        device: str | torch.device,
+        rewards: RewardSpec | None,
+        randomization: Mapping[str, Any] | None,
+        decimation: int,
+        max_episode_length: int,
+        clip_actions: float,
+        nthread: int | None,
+        num_obs: int,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if not isinstance(decimation, int) or decimation < 1:
+            raise ValueError(f"decimation must be a positive integer, got {decimation!r}")
+        if not isinstance(max_episode_length, int) or max_episode_length < 1:
+            raise ValueError(f"max_episode_length must be a positive integer, got {max_episode_length!r}")
+        self.num_envs = num_envs
+        self.device = torch.device(device)
+        self.decimation = decimation
+        self.max_episode_length = max_episode_length
+        self.clip_actions = float(clip_actions)
+        self.physics_dt = float(model.opt.timestep)
+        self.step_dt = self.physics_dt * decimation
+        self.is_discrete = False
+        self.num_actions = model.nu
+        self.num_obs = num_obs
+        self.single_observation_space = gym.spaces.Box(-np.inf, np.inf, (num_obs,), np.float32)
+        self.single_action_space = gym.spaces.Box(-self.clip_actions, self.clip_actions, (self.num_actions,), np.float32)
+
+        self._seed = seed
+        # Two streams, so switching randomization on does not change the reset noise.
+        self.generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+        self.dr_generator = torch.Generator().manual_seed(self._dr_seed(seed))
+        self.sim = MujocoBatch(model, num_envs, nthread=nthread)
+        self.model = model
+
+        # Actuated joints, in *action* order: joint i is the one driven by action i.
+        joint_ids = model.actuator_trnid[:, 0]
+        self.act_qpos_idx = np.asarray(model.jnt_qposadr[joint_ids], dtype=np.int64)
+        self.act_dof_idx = np.asarray(model.jnt_dofadr[joint_ids], dtype=np.int64)
+        rng = model.jnt_range[joint_ids]
+        self._dof_limits_np = (rng[:, 0].copy(), rng[:, 1].copy())
+        self.dof_lower = torch.tensor(rng[:, 0], dtype=torch.float32, device=self.device)
+        self.dof_upper = torch.tensor(rng[:, 1], dtype=torch.float32, device=self.device)
+
+        self.dr = DomainRandomization(randomization, self.sim, self.num_actions, self.dr_generator, self.device,
+                                      joint_dofs=self.act_dof_idx)
+        self.reward_terms = merge_reward_terms(self.default_rewards(), rewards)
+        self.reward_manager = RewardManager(self.reward_terms, num_envs, self.device)
+
+        n = num_envs
+        self.actions = torch.zeros(n, self.num_actions, device=self.device)
+        self.episode_length = torch.zeros(n, dtype=torch.long, device=self.device)
+        self.episode_return = torch.zeros(n, device=self.device)
+        self.start_xy = torch.zeros(n, 2, device=self.device)
+        self.terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self.time_outs = torch.zeros(n, dtype=torch.bool, device=self.device)
+        self._needs_reset = True
+        self.dr.startup()
+
+    # ------------------------------------------------------------------ task hooks
+    @classmethod
+    def default_rewards(cls) -> dict[str, RewardTerm]:
+        """The task's reward terms and weights."""
+        raise NotImplementedError
+
+    def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
+        """Map clipped (and delayed) actions ``(N, num_actions)`` to MuJoCo ``ctrl`` ``(N, nu)``."""
+        return actions.detach().to("cpu", torch.float64).numpy()
+
+    def _post_physics(self) -> None:
+        """Once per control step, after physics and before rewards (e.g. potentials)."""
+
+    def _get_terminated(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _get_observations(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        """Write new initial states for ``env_ids`` into ``self.sim`` (called before :meth:`_refresh`)."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+    def _kinematics(self, st: np.ndarray) -> dict[str, np.ndarray]:
+        """Derived state from raw MuJoCo states ``st`` (rows of ``sim.state``), in NumPy (float64).
+
+        Done in NumPy because these are many tiny element-wise operations on a
+        ``(num_envs, k)`` array that already lives in host memory: NumPy's per-call cost
+        is a third of torch's, and it all becomes torch in a single copy afterwards.
+        """
+        nq = self.sim.nq
+        qpos, qvel = st[:, 1 : 1 + nq], st[:, 1 + nq : 1 + nq + self.sim.nv]
+        quat = qpos[:, 3:7]                                   # MuJoCo order (w, x, y, z)
+        rot = quat_to_matrix_np(quat)                         # body -> world, (N, 3, 3)
+        lin_vel_w = qvel[:, 0:3]                              # free joint: world frame
+        ang_vel_b = qvel[:, 3:6]                              # free joint: body frame
+        return {
+            "root_pos_w": qpos[:, 0:3],
+            "root_quat_w": quat,
+            "root_lin_vel_w": lin_vel_w,
+            "root_ang_vel_b": ang_vel_b,
+            "root_lin_vel_b": np.einsum("nji,nj->ni", rot, lin_vel_w),
+            "root_ang_vel_w": np.einsum("nij,nj->ni", rot, ang_vel_b),
+            "projected_gravity_b": -rot[:, 2, :],             # R^T (0, 0, -1)
+            "forward_w": rot[:, :, 0],                        # body x axis in the world
+            "up_w": rot[:, :, 2],                             # body z axis in the world
+            "dof_pos": qpos[:, self.act_qpos_idx],
+            "dof_vel": qvel[:, self.act_dof_idx],
+        }
+
+    def _refresh(self, env_ids: np.ndarray | None = None) -> None:
+        """Publish the batched state as float32 torch attributes (``env.root_pos_w``, ``env.dof_vel``...).
+
+        All of them are views into one ``(num_envs, k)`` tensor on ``device`` that is
+        overwritten in place (only the rows ``env_ids`` after a reset), so reward terms
+        always read the current state.
+        """
+        st = self.sim.state if env_ids is None else self.sim.state[env_ids]
+        parts = self._kinematics(st)
+        cols = [a.reshape(len(st), -1) for a in parts.values()]
+        packed = torch.from_numpy(np.concatenate(cols, axis=1).astype(np.float32))
+        if getattr(self, "_packed", None) is None:
+            self._packed = packed.to(self.device)
+            i = 0
+            for (name, arr), col in zip(parts.items(), cols):
+                view = self._packed[:, i : i + col.shape[1]]
+                setattr(self, name, view if arr.ndim == 2 else view[:, 0])
+                i += col.shape[1]
+        elif env_ids is None:
+            self._packed.copy_(packed)
+        else:
+            self._packed[torch.as_tensor(env_ids, device=self.device)] = packed.to(self.device)
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Reset every env. ``seed`` (default: the constructor's) re-seeds the reset noise."""
+        base = self._seed if seed is None else seed
+        if base is not None:
+            self.generator.manual_seed(int(base))
+            if seed is not None:
+                self.dr_generator.manual_seed(self._dr_seed(seed))
+        ids = torch.arange(self.num_envs, device=self.device)
+        self._reset_envs(ids)
+        self._refresh()
+        self._needs_reset = False
+        obs = self._get_observations()
+        noise = self.dr.observation_noise(tuple(obs.shape))
+        return (obs if noise is None else obs + noise), {}
+
+    def step(
+        self, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        if self._needs_reset:
+            raise RuntimeError(f"{self.env_id}: call reset() before step()")
+        actions = self.check_actions(actions).to(self.device)
+        actions = self.dr.perturb_actions(actions)
+        self.actions = actions.clamp(-self.clip_actions, self.clip_actions)
+        applied = self.dr.delay_actions(self.actions)
+        diverged = self.sim.step(self._action_to_ctrl(applied), self.decimation)
+
+        self.episode_length += 1
+        self._refresh()
+        self._post_physics()
+        diverged_t = torch.from_numpy(diverged).to(self.device)
+        self.terminated = self._get_terminated() | diverged_t
+        self.time_outs = (self.episode_length >= self.max_episode_length) & ~self.terminated
+        # A blown-up simulation gives a NaN state: end the episode with reward 0 rather
+        # than poisoning the learner.
+        reward = self.reward_manager.compute(self, invalid=diverged_t if diverged.any() else None)
+        self.episode_return += reward
+
+        done = self.terminated | self.time_outs
+        obs = self._get_observations()
+        extras: dict[str, Any] = {"time_outs": self.time_outs.clone()}
+        final_obs = obs
+        reset_ids = None
+        if done.any():
+            ids = done.nonzero().flatten()
+            final_obs = torch.nan_to_num(obs.clone(), nan=0.0, posinf=0.0, neginf=0.0)
+            episode = {
+                "return": self.episode_return[ids].clone(),
+                "length": self.episode_length[ids].clone(),
+                "env_ids": ids.clone(),
+                "x_distance": self.root_pos_w[ids, 0] - self.start_xy[ids, 0],
+            }
+            episode.update(self.reward_manager.pop_episode_sums(ids))
+            extras["episode"] = episode
+            self._reset_envs(ids)
+            reset_ids = ids.cpu().numpy()
+        if self.dr.on_step():                 # a push changed velocities of some envs
+            reset_ids = None
+            self._refresh()
+            obs = self._get_observations()
+        elif reset_ids is not None:
+            self._refresh(reset_ids)
+            obs = self._get_observations()
+        noise = self.dr.observation_noise(tuple(obs.shape))
+        if noise is not None:
+            obs = obs + noise
+            final_obs = final_obs + noise
+        extras["final_obs"] = final_obs
+        return obs, reward, self.terminated.clone(), self.time_outs.clone(), extras
+
+    def _reset_envs(self, env_ids: torch.Tensor) -> None:
+        ids_np = env_ids.cpu().numpy()
+        self.dr.on_reset(ids_np)
+        self._reset_idx(env_ids)
+        self.actions[env_ids] = 0.0
+        self.episode_length[env_ids] = 0
+        self.episode_return[env_ids] = 0.0
+        self.reward_manager.episode_sums[env_ids] = 0.0
+        self.start_xy[env_ids] = torch.from_numpy(self.sim.qpos[ids_np, 0:2]).to(self.device, torch.float32)
+
+    def close(self) -> None:
+        self.sim.close()
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _dr_seed(seed: int | None) -> int:
+        return (0 if seed is None else int(seed)) * 7919 + 104729
+
+    def _uniform(self, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
+        """U(low, high) from the env's own generator (so resets are seeded), float64 CPU."""
+        return low + (high - low) * torch.rand(shape, generator=self.generator, dtype=torch.float64)

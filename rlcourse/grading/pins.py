@@ -1,0 +1,139 @@
+"""``rlcourse pin [LAB]``: measure the reference solutions and write ``autograder/pinned_metrics.json``.
+
+The hidden tests compare a student's work with these pins. Function checks compare with
+the reference implementation live, so for them the file only records the tolerances. For
+training outcomes the file records what the reference solution reached on several seeds
+and the pass mark derived from it::
+
+    threshold = round(MARGIN * min(reference returns over the seeds))
+
+A correct solution trains like the reference on *some* seed (floating-point details of a
+student's own code change the trajectory like a different seed would), so the pass mark
+sits well below the worst reference seed. Every entry says how and when it was produced
+and with which library versions.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any, Callable
+
+from rlcourse.grading.release import find_course_dir, list_labs
+
+PINS_RELPATH = Path("autograder") / "pinned_metrics.json"
+# Fraction of the worst reference seed a submission must reach.
+MARGIN = 0.5
+# Seeds of the reference runs (the graded seed is always one of them).
+LAB2_SEEDS = (0, 1, 2, 3, 4)
+
+
+def _versions() -> dict[str, str]:
+    import gymnasium
+    import numpy
+    import torch
+
+    import rlcourse
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "gymnasium": gymnasium.__version__, "rlcourse": rlcourse.__version__, "platform": platform.platform()}
+
+
+def _lab2_run(seed: int) -> dict[str, Any]:
+    """One reference training run (module-level so a process pool can pickle it)."""
+    import torch
+
+    from rlcourse.grading import lab2
+
+    torch.set_num_threads(1)  # same as the notebook's graded cell
+    start = time.perf_counter()
+    result = lab2.train_and_evaluate(seed=seed)
+    return {"seed": seed, "return": result[lab2.PROTOCOL["metric"]], "std": result["episode_return_std"],
+            "wall_time_s": round(time.perf_counter() - start, 1)}
+
+
+def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) -> dict[str, Any]:
+    """Train the reference PPO under :data:`rlcourse.grading.lab2.PROTOCOL` on ``seeds``."""
+    from rlcourse.grading import lab2
+
+    seeds = tuple(sorted(set(seeds) | {lab2.PROTOCOL["seed"]}))
+    workers = workers or max(1, min(len(seeds), os.cpu_count() or 1))
+    start = time.perf_counter()
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        runs = list(pool.map(_lab2_run, seeds))
+    returns = [r["return"] for r in runs]
+    worst = min(returns)
+    # A reference that does not learn would make any pass mark meaningless.
+    if worst < 100:
+        raise RuntimeError(f"the reference PPO reached only {worst:.1f} on some seed ({returns}); not pinning")
+    return {
+        "gae": {
+            "check": "compute_gae vs rlcourse.algos.ppo.compute_gae on rlcourse.grading.lab2.gae_cases()",
+            "tolerance": dict(lab2.DEFAULT_TOLERANCES),
+        },
+        "surrogate": {
+            "check": "value and d/dlog_probs vs rlcourse.algos.ppo.clipped_surrogate_loss on lab2.surrogate_cases()",
+            "tolerance": dict(lab2.DEFAULT_TOLERANCES),
+        },
+        "training": {
+            "protocol": dict(lab2.PROTOCOL),
+            "reference_seeds": list(seeds),
+            "reference_returns": [round(r, 2) for r in returns],
+            "reference_mean": round(sum(returns) / len(returns), 2),
+            "reference_min": round(worst, 2),
+            "threshold": float(round(MARGIN * worst)),
+            "threshold_rule": f"round({MARGIN} * reference_min)",
+            "runs": runs,
+        },
+        "produced_by": "rlcourse pin lab2_ppo (rlcourse.grading.pins.pin_lab2 -> lab2.train_and_evaluate "
+                       "with the reference compute_gae and clipped_surrogate_loss)",
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "versions": _versions(),
+    }
+
+
+PINNERS: dict[str, Callable[[], dict[str, Any]]] = {"lab2_ppo": pin_lab2}
+
+
+def write_pins(course_dir: Path, entries: dict[str, dict[str, Any]]) -> Path:
+    """Merge ``entries`` into ``autograder/pinned_metrics.json`` (other labs' pins are kept)."""
+    path = course_dir / PINS_RELPATH
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(entries)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def pin(lab: str | None = None, course_dir: str | os.PathLike | None = None) -> int:
+    """Re-measure the pinned metrics of ``lab`` (default: every lab that has a pinner).
+
+    Returns the exit status (0). Unknown labs raise ``ValueError`` (the CLI prints one line).
+    """
+    root = find_course_dir(course_dir)
+    if lab is None:
+        labs = [name for name in list_labs(root) if name in PINNERS]
+    elif lab not in PINNERS:
+        raise ValueError(f"no pinned metrics are defined for {lab!r}; labs with pins: {', '.join(sorted(PINNERS))}")
+    else:
+        labs = [lab]
+    for name in labs:
+        print(f"pinning {name}: training the reference solution on several seeds ...", flush=True)
+        entry = PINNERS[name]()
+        path = write_pins(root, {name: entry})
+        summary = entry.get("training", {})
+        print(f"{name}: reference returns {summary.get('reference_returns')} -> threshold "
+              f"{summary.get('threshold')} ({entry['wall_time_s']} s); wrote {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(pin(*(sys.argv[1:2] or [None])))
