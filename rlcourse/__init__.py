@@ -12,7 +12,8 @@ Quick tour::
 from rlcourse import envs
 from rlcourse.algos import ALGORITHMS, DDPG, DQN, PPO, SAC
 from rlcourse.evaluation import evaluate
+from rlcourse.robustness import evaluate_robustness
 
 __version__ = "0.1.0"
 
-__all__ = ["ALGORITHMS", "DDPG", "DQN", "PPO", "SAC", "envs", "evaluate", "__version__"]
+__all__ = ["ALGORITHMS", "DDPG", "DQN", "PPO", "SAC", "envs", "evaluate", "evaluate_robustness", "__version__"]

@@ -50,7 +50,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     parser = _Parser(prog="rlcourse", description="Deep RL for robot control: train, evaluate, grade.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train an agent and write a run directory",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_hyperparameter_epilog(),
+        # Building the hyperparameter table imports every algorithm (and torch): only for --help.
+        epilog=_hyperparameter_epilog() if with_epilog else None,
     )
     t.add_argument("algo", help="algorithm: ppo")
     t.add_argument("--env", default=None, help="environment id (rlcourse task or gymnasium id)")
@@ -206,7 +207,8 @@ def cmd_pin(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(with_epilog=any(a in ("-h", "--help") for a in argv))
     args = parser.parse_args(argv)
     handlers = {"train": cmd_train, "eval": cmd_eval, "grade": cmd_grade, "pin": cmd_pin}
     try:

@@ -125,6 +125,7 @@ def test_killed_training_resumes_from_its_checkpoint(tmp_path, cli_command, run_
             "--seed", "1", "--run-dir", str(run_dir), "--checkpoint-every", "1", "--no-progress",
             "--eval-episodes", "2", "--set", "num_steps_per_env=128", *tiny_ppo_sets]
     env = dict(os.environ, RLCOURSE_NO_PROGRESS="1")
+    env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     proc = subprocess.Popen(cli_command + args, cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     ckpt_dir = run_dir / "checkpoints"

@@ -19,19 +19,19 @@ EPS = 0.2
 
 # (advantage, ratio, expected loss, expected d loss / d logp)
 CASES = [
-    # A > 0, ratio inside [0.8, 1.2]:        min(1.1*2, 1.1*2) = 2.2           -> loss -2.2, grad -1.1*2 = -2.2
+    # A > 0, ratio inside [0.8, 1.2]: min(1.1*2, 1.1*2) = 2.2 -> loss -2.2; grad -1.1*2 = -2.2
     pytest.param(2.0, 1.1, -2.2, -2.2, id="A>0-inside"),
-    # A > 0, ratio above the range:          min(1.5*2 = 3.0, 1.2*2 = 2.4) = 2.4 -> loss -2.4, clipped: grad 0
+    # A > 0, ratio above the range: min(1.5*2 = 3.0, 1.2*2 = 2.4) = 2.4 -> loss -2.4; clipped: grad 0
     pytest.param(2.0, 1.5, -2.4, 0.0, id="A>0-above-clipped"),
-    # A > 0, ratio below the range:          min(0.5*2 = 1.0, 0.8*2 = 1.6) = 1.0 -> loss -1.0, unclipped: grad -0.5*2 = -1.0
+    # A > 0, ratio below the range: min(0.5*2 = 1.0, 0.8*2 = 1.6) = 1.0 -> loss -1.0; unclipped: grad -0.5*2 = -1.0
     pytest.param(2.0, 0.5, -1.0, -1.0, id="A>0-below-unclipped"),
-    # A < 0, ratio inside:                   min(0.9*-2, 0.9*-2) = -1.8         -> loss 1.8, grad -0.9*-2 = 1.8
+    # A < 0, ratio inside: min(0.9*-2, 0.9*-2) = -1.8 -> loss 1.8; grad -0.9*-2 = 1.8
     pytest.param(-2.0, 0.9, 1.8, 1.8, id="A<0-inside"),
-    # A < 0, ratio below the range:          min(0.5*-2 = -1.0, 0.8*-2 = -1.6) = -1.6 -> loss 1.6, clipped: grad 0
+    # A < 0, ratio below the range: min(0.5*-2 = -1.0, 0.8*-2 = -1.6) = -1.6 -> loss 1.6; clipped: grad 0
     pytest.param(-2.0, 0.5, 1.6, 0.0, id="A<0-below-clipped"),
-    # A < 0, ratio above the range:          min(1.5*-2 = -3.0, 1.2*-2 = -2.4) = -3.0 -> loss 3.0, unclipped: grad -1.5*-2 = 3.0
+    # A < 0, ratio above the range: min(1.5*-2 = -3.0, 1.2*-2 = -2.4) = -3.0 -> loss 3.0; unclipped: grad 3.0
     pytest.param(-2.0, 1.5, 3.0, 3.0, id="A<0-above-unclipped"),
-    # ratio exactly 1 (first minibatch of every update): loss -A, grad -A
+    # ratio exactly 1 (the first minibatch of every update): loss -A, grad -A
     pytest.param(0.5, 1.0, -0.5, -0.5, id="ratio1"),
 ]
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlcourse.algos.base import Algorithm
-from rlcourse.algos.common import QCritic, action_bounds, polyak_update, scale_actions
+from rlcourse.algos.common import QCritics, action_bounds, polyak_update, scale_actions
 from rlcourse.models.mlp import mlp
 from rlcourse.models.normalizer import EmpiricalNormalization
 from rlcourse.models.policy import InferencePolicy
@@ -111,9 +111,9 @@ class DDPG(Algorithm):
         n_obs, n_act = spec.num_obs, spec.num_actions
         # The actor outputs pre-tanh values; tanh keeps actions inside the box by construction.
         self.actor = mlp(n_obs, cfg.actor_hidden, n_act, cfg.activation).to(self.device)
-        self.critic = QCritic(n_obs, n_act, cfg.critic_hidden, cfg.activation).to(self.device)
+        self.critic = QCritics(n_obs, n_act, cfg.critic_hidden, cfg.activation, num_critics=1).to(self.device)
         self.actor_target = mlp(n_obs, cfg.actor_hidden, n_act, cfg.activation).to(self.device)
-        self.critic_target = QCritic(n_obs, n_act, cfg.critic_hidden, cfg.activation).to(self.device)
+        self.critic_target = QCritics(n_obs, n_act, cfg.critic_hidden, cfg.activation, num_critics=1).to(self.device)
         self.actor_target.load_state_dict(self.actor.state_dict())
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.actor_target.requires_grad_(False)
@@ -121,8 +121,8 @@ class DDPG(Algorithm):
         self.obs_normalizer: nn.Module = (
             EmpiricalNormalization(n_obs).to(self.device) if cfg.normalize_observations else nn.Identity()
         )
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_learning_rate, foreach=True)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate, foreach=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_learning_rate, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_learning_rate, fused=True)
         self.buffer = ReplayBuffer(cfg.buffer_size, (n_obs,), (n_act,), False, self.device)
         self.num_updates = 0
 
@@ -187,9 +187,9 @@ class DDPG(Algorithm):
             with torch.no_grad():
                 next_actions = torch.tanh(self.actor_target(next_obs))
                 target = ddpg_critic_target(
-                    batch.rewards, self.critic_target(next_obs, next_actions), batch.dones, cfg.gamma
+                    batch.rewards, self.critic_target(next_obs, next_actions)[0], batch.dones, cfg.gamma
                 )
-            q = self.critic(obs, batch.actions)
+            q = self.critic(obs, batch.actions)[0]  # one critic: (1, B) -> (B,)
             critic_loss = F.mse_loss(q, target)
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
@@ -200,7 +200,10 @@ class DDPG(Algorithm):
 
             if self.num_updates % cfg.policy_delay == 0:
                 # Actor: follow the critic's gradient dQ/da through a = tanh(actor(s)).
-                actor_loss = ddpg_actor_loss(self.critic(obs, torch.tanh(self.actor(obs))))
+                # The critic only passes the gradient on to the actions: freeze its parameters.
+                self.critic.requires_grad_(False)
+                actor_loss = ddpg_actor_loss(self.critic(obs, torch.tanh(self.actor(obs)))[0])
+                self.critic.requires_grad_(True)
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward()
                 self.actor_optimizer.step()

@@ -179,7 +179,7 @@ class DQN(Algorithm):
         self.obs_normalizer: nn.Module = (
             EmpiricalNormalization(spec.num_obs).to(self.device) if cfg.normalize_observations else nn.Identity()
         )
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate, foreach=True)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=cfg.learning_rate, fused=True)
         self.learning_rate = cfg.learning_rate
         self.buffer = ReplayBuffer(cfg.buffer_size, (spec.num_obs,), (), True, self.device)
         self.num_updates = 0  # gradient steps taken, drives the target-network updates
@@ -290,7 +290,9 @@ class DQN(Algorithm):
         return {"optimizer": self.optimizer}
 
     def _extra_state(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"num_updates": self.num_updates, "learning_rate": self.learning_rate}
+        state: dict[str, Any] = {
+            "num_updates": self.num_updates, "learning_rate": self.learning_rate, "epsilon": self.epsilon,
+        }
         if self.cfg.checkpoint_replay_buffer:
             state["replay_buffer"] = self.buffer.state_dict()
         return state
@@ -298,6 +300,7 @@ class DQN(Algorithm):
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.num_updates = int(state.get("num_updates", 0))
         self.learning_rate = float(state.get("learning_rate", self.cfg.learning_rate))
+        self.epsilon = float(state.get("epsilon", self.cfg.exploration_final_eps))
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate
         if "replay_buffer" in state:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rlcourse.algos.base import Algorithm
-from rlcourse.algos.common import QCritic, action_bounds, polyak_update, scale_actions
+from rlcourse.algos.common import QCritics, action_bounds, polyak_update, scale_actions
 from rlcourse.models.mlp import ACTIVATIONS, mlp
 from rlcourse.models.normalizer import EmpiricalNormalization
 from rlcourse.models.policy import InferencePolicy
@@ -121,12 +121,16 @@ class SquashedGaussianActor(nn.Module):
         # rescales a tanh into [-5, 2] instead.
         return self.mean(h), self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
 
-    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, obs: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterized sample ``a = tanh(mean + std * eps)`` in ``[-1, 1]`` and its ``log pi(a|s)``."""
         mean, log_std = self(obs)
         # Reparameterization trick: the randomness eps is an input, so gradients flow
         # through mean and std into the actor (the policy loss differentiates through a).
-        pre_tanh = mean + log_std.exp() * torch.randn_like(mean)
+        device = generator.device if generator is not None else mean.device
+        eps = torch.randn(mean.shape, generator=generator, device=device).to(mean.device)
+        pre_tanh = mean + log_std.exp() * eps
         return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
 
 
@@ -195,13 +199,10 @@ class SAC(Algorithm):
         self.action_low, self.action_high = action_bounds(spec, self.device)
         n_obs, n_act = spec.num_obs, spec.num_actions
         self.actor = SquashedGaussianActor(n_obs, n_act, cfg.actor_hidden, cfg.activation).to(self.device)
-        # Twin critics and their slowly moving targets (clipped double-Q).
-        self.critics = nn.ModuleList(
-            [QCritic(n_obs, n_act, cfg.critic_hidden, cfg.activation) for _ in range(2)]
-        ).to(self.device)
-        self.critic_targets = nn.ModuleList(
-            [QCritic(n_obs, n_act, cfg.critic_hidden, cfg.activation) for _ in range(2)]
-        ).to(self.device)
+        # Twin critics and their slowly moving targets (clipped double-Q); both critics
+        # are evaluated in one batched pass and return (2, B).
+        self.critics = QCritics(n_obs, n_act, cfg.critic_hidden, cfg.activation, num_critics=2).to(self.device)
+        self.critic_targets = QCritics(n_obs, n_act, cfg.critic_hidden, cfg.activation, num_critics=2).to(self.device)
         self.critic_targets.load_state_dict(self.critics.state_dict())
         self.critic_targets.requires_grad_(False)
         self.obs_normalizer: nn.Module = (
@@ -210,9 +211,9 @@ class SAC(Algorithm):
         # Learn log(alpha), not alpha: it stays positive without a constraint.
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device, requires_grad=True)
         self.target_entropy = -float(n_act) if cfg.target_entropy is None else float(cfg.target_entropy)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_learning_rate, foreach=True)
-        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_learning_rate, foreach=True)
-        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_learning_rate, foreach=True)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_learning_rate, fused=True)
+        self.critic_optimizer = torch.optim.Adam(self.critics.parameters(), lr=cfg.critic_learning_rate, fused=True)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_learning_rate, fused=True)
         self.buffer = ReplayBuffer(cfg.buffer_size, (n_obs,), (n_act,), False, self.device)
         self.num_updates = 0
 
@@ -275,20 +276,24 @@ class SAC(Algorithm):
 
             # Critics: regress both Q(s, a) on the soft Bellman target.
             with torch.no_grad():
-                next_actions, next_log_prob = self.actor.sample(next_obs)
+                next_actions, next_log_prob = self.actor.sample(next_obs, self.generator)
+                next_q = self.critic_targets(next_obs, next_actions)
                 target = sac_critic_target(
-                    batch.rewards, self.critic_targets[0](next_obs, next_actions),
-                    self.critic_targets[1](next_obs, next_actions), next_log_prob, batch.dones, cfg.gamma, alpha,
+                    batch.rewards, next_q[0], next_q[1], next_log_prob, batch.dones, cfg.gamma, alpha
                 )
-            q1, q2 = self.critics[0](obs, batch.actions), self.critics[1](obs, batch.actions)
-            critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
+            q = self.critics(obs, batch.actions)
+            critic_loss = F.mse_loss(q[0], target) + F.mse_loss(q[1], target)
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
             self.critic_optimizer.step()
 
             # Actor: maximize min-Q of a fresh reparameterized action plus its entropy.
-            actions, log_prob = self.actor.sample(obs)
-            q_pi = torch.min(self.critics[0](obs, actions), self.critics[1](obs, actions))
+            actions, log_prob = self.actor.sample(obs, self.generator)
+            # The critics only pass the gradient on to the actions here: freezing their
+            # parameters skips computing gradients that would be thrown away.
+            self.critics.requires_grad_(False)
+            q_pi = self.critics(obs, actions).min(dim=0).values
+            self.critics.requires_grad_(True)
             actor_loss = (alpha * log_prob - q_pi).mean()
             self.actor_optimizer.zero_grad(set_to_none=True)
             actor_loss.backward()
@@ -308,7 +313,7 @@ class SAC(Algorithm):
             sums["critic_loss"] += critic_loss.detach()
             sums["actor_loss"] += actor_loss.detach()
             sums["entropy"] -= log_prob.detach().mean()
-            sums["q"] += q1.detach().mean()
+            sums["q"] += q.detach().mean()
         n = cfg.gradient_steps
         out = {
             "losses/critic_loss": float(sums["critic_loss"]) / n,

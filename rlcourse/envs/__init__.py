@@ -66,5 +66,6 @@ def _make_locomotion(task: str) -> Callable[..., VecEnv]:
 
 
 register("Ant", _make_locomotion("AntEnv"))
+register("Quadruped", _make_locomotion("QuadrupedEnv"))
 
 __all__ = ["VecEnv", "GymVecEnv", "make", "register", "available"]

@@ -267,6 +267,9 @@ def grade(
             read_scores(root, out)
             if out.status == "graded":
                 feedback(root, out)
+            else:
+                # Never leave an earlier batch's feedback looking like this one's.
+                shutil.rmtree(root / FEEDBACK_RELPATH / student / name, ignore_errors=True)
             outcomes.append(out)
             tqdm.write(f"  {student:<24} {out.status:<16} {out.score:g}/{out.max_score:g}  ({out.seconds:.0f} s)")
     grades_csv = root / GRADES_RELPATH

@@ -7,12 +7,26 @@ returns a :class:`~rlcourse.envs.VecEnv` with Isaac Lab step semantics. The piec
 * :mod:`.env`: the ``DirectRLEnv``-style step loop shared by the tasks;
 * :mod:`.rewards`: reward terms as data (``RewardTerm(func, weight, params)``);
 * :mod:`.randomization`: domain randomization configs (IsaacGymEnvs / Isaac Lab style);
-* :mod:`.ant`: the IsaacGymEnvs Ant task.
+* :mod:`.ant`: the IsaacGymEnvs Ant task;
+* :mod:`.quadruped`: a 12-DoF quadruped tracking velocity commands (IGE Anymal style);
+* :mod:`.video`: ``env.render()`` frames to GIF/MP4, shown inline in a notebook.
 """
 
-from rlcourse.envs.locomotion.ant import AntEnv
-from rlcourse.envs.locomotion.env import MujocoLocomotionEnv
-from rlcourse.envs.locomotion.randomization import DomainRandomization, parse_config
-from rlcourse.envs.locomotion.rewards import RewardTerm
+import os
+import platform
+import sys
 
-__all__ = ["AntEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config"]
+# Offscreen rendering: MuJoCo picks its OpenGL backend when it is first imported. On a
+# headless Linux machine (no $DISPLAY) the default (GLFW) cannot open a window, so
+# choose EGL unless the user already chose. Has no effect if mujoco is already imported.
+if platform.system() == "Linux" and not os.environ.get("DISPLAY") and "mujoco" not in sys.modules:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+from rlcourse.envs.locomotion.ant import AntEnv  # noqa: E402
+from rlcourse.envs.locomotion.env import MujocoLocomotionEnv  # noqa: E402
+from rlcourse.envs.locomotion.quadruped import QuadrupedEnv  # noqa: E402
+from rlcourse.envs.locomotion.randomization import DomainRandomization, parse_config  # noqa: E402
+from rlcourse.envs.locomotion.rewards import RewardTerm  # noqa: E402
+from rlcourse.envs.locomotion.video import record_video, show_video  # noqa: E402
+
+__all__ = ["AntEnv", "QuadrupedEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config", "record_video", "show_video"]

@@ -185,8 +185,8 @@ class AntEnv(MujocoLocomotionEnv):
     def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
         return (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
 
-    def _kinematics(self, st: np.ndarray) -> dict[str, np.ndarray]:
-        k = super()._kinematics(st)
+    def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
+        k = super()._kinematics(st, sensordata)
         fwd, up, pos = k["forward_w"], k["up_w"], k["root_pos_w"]
         yaw = np.arctan2(fwd[:, 1], fwd[:, 0])
         to_target = np.asarray(self.target) - pos[:, :2]

@@ -130,6 +130,7 @@ class MujocoBatch:
     def set_state(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:
         """Reset the given envs to ``qpos``/``qvel`` (time, actuator activations and the rest to defaults)."""
         self.state[env_ids] = self.default_state
+        self.sensordata[env_ids] = 0.0
         self.state[env_ids, 1 : 1 + self.nq] = qpos
         self.state[env_ids, 1 + self.nq : 1 + self.nq + self.nv] = qvel
 

@@ -104,13 +104,18 @@ class MujocoLocomotionEnv(VecEnv):
         self.dof_lower = torch.tensor(rng[:, 0], dtype=torch.float32, device=self.device)
         self.dof_upper = torch.tensor(rng[:, 1], dtype=torch.float32, device=self.device)
 
-        self.dr = DomainRandomization(randomization, self.sim, self.num_actions, self.dr_generator, self.device,
-                                      joint_dofs=self.act_dof_idx)
-        self.reward_terms = merge_reward_terms(self.default_rewards(), rewards)
+        try:
+            self.reward_terms = merge_reward_terms(self.default_rewards(), rewards)
+            self.dr = DomainRandomization(randomization, self.sim, self.num_actions, self.dr_generator, self.device,
+                                          joint_dofs=self.act_dof_idx)
+        except Exception:
+            self.sim.close()            # do not leak the rollout thread pool on a bad config
+            raise
         self.reward_manager = RewardManager(self.reward_terms, num_envs, self.device)
 
         n = num_envs
         self.actions = torch.zeros(n, self.num_actions, device=self.device)
+        self.prev_actions = torch.zeros(n, self.num_actions, device=self.device)
         self.episode_length = torch.zeros(n, dtype=torch.long, device=self.device)
         self.episode_return = torch.zeros(n, device=self.device)
         self.start_xy = torch.zeros(n, 2, device=self.device)
@@ -143,8 +148,9 @@ class MujocoLocomotionEnv(VecEnv):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ state
-    def _kinematics(self, st: np.ndarray) -> dict[str, np.ndarray]:
-        """Derived state from raw MuJoCo states ``st`` (rows of ``sim.state``), in NumPy (float64).
+    def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
+        """Derived state from raw MuJoCo states ``st`` and sensor values (rows of ``sim.state``
+        and ``sim.sensordata``), in NumPy (float64).
 
         Done in NumPy because these are many tiny element-wise operations on a
         ``(num_envs, k)`` array that already lives in host memory: NumPy's per-call cost
@@ -161,8 +167,8 @@ class MujocoLocomotionEnv(VecEnv):
             "root_quat_w": quat,
             "root_lin_vel_w": lin_vel_w,
             "root_ang_vel_b": ang_vel_b,
-            "root_lin_vel_b": np.einsum("nji,nj->ni", rot, lin_vel_w),
-            "root_ang_vel_w": np.einsum("nij,nj->ni", rot, ang_vel_b),
+            "root_lin_vel_b": np.einsum("nji,nj->ni", rot, lin_vel_w),   # R^T v
+            "root_ang_vel_w": np.einsum("nij,nj->ni", rot, ang_vel_b),   # R w
             "projected_gravity_b": -rot[:, 2, :],             # R^T (0, 0, -1)
             "forward_w": rot[:, :, 0],                        # body x axis in the world
             "up_w": rot[:, :, 2],                             # body z axis in the world
@@ -178,7 +184,8 @@ class MujocoLocomotionEnv(VecEnv):
         always read the current state.
         """
         st = self.sim.state if env_ids is None else self.sim.state[env_ids]
-        parts = self._kinematics(st)
+        sens = self.sim.sensordata if env_ids is None else self.sim.sensordata[env_ids]
+        parts = self._kinematics(st, sens)
         cols = [a.reshape(len(st), -1) for a in parts.values()]
         packed = torch.from_numpy(np.concatenate(cols, axis=1).astype(np.float32))
         if getattr(self, "_packed", None) is None:
@@ -216,6 +223,7 @@ class MujocoLocomotionEnv(VecEnv):
             raise RuntimeError(f"{self.env_id}: call reset() before step()")
         actions = self.check_actions(actions).to(self.device)
         actions = self.dr.perturb_actions(actions)
+        self.prev_actions = self.actions
         self.actions = actions.clamp(-self.clip_actions, self.clip_actions)
         applied = self.dr.delay_actions(self.actions)
         diverged = self.sim.step(self._action_to_ctrl(applied), self.decimation)
@@ -268,12 +276,41 @@ class MujocoLocomotionEnv(VecEnv):
         self.dr.on_reset(ids_np)
         self._reset_idx(env_ids)
         self.actions[env_ids] = 0.0
+        self.prev_actions[env_ids] = 0.0
         self.episode_length[env_ids] = 0
         self.episode_return[env_ids] = 0.0
         self.reward_manager.episode_sums[env_ids] = 0.0
         self.start_xy[env_ids] = torch.from_numpy(self.sim.qpos[ids_np, 0:2]).to(self.device, torch.float32)
 
+    def render(self, env_id: int = 0, width: int = 480, height: int = 360, camera: str | int = "track") -> np.ndarray:
+        """An RGB frame ``(height, width, 3)`` uint8 of env ``env_id``, rendered offscreen.
+
+        Needs an OpenGL backend: EGL (Debian package ``libegl1``) or OSMesa
+        (``libosmesa6``), chosen with ``MUJOCO_GL=egl|osmesa`` before MuJoCo is imported
+        (``rlcourse.envs.locomotion`` picks EGL on headless Linux).
+        """
+        if not 0 <= env_id < self.num_envs:
+            raise ValueError(f"env_id must lie in [0, {self.num_envs - 1}], got {env_id}")
+        renderer = getattr(self, "_renderer", None)
+        if renderer is None or (renderer.height, renderer.width) != (height, width):
+            try:
+                renderer = mujoco.Renderer(self.model, height, width)
+            except Exception as exc:  # GL backends raise several types
+                raise RuntimeError(
+                    f"offscreen rendering failed ({exc}). Start Python with MUJOCO_GL=egl (needs libegl1) "
+                    "or MUJOCO_GL=osmesa (needs libosmesa6) set before mujoco is imported."
+                ) from exc
+            self._renderer = renderer
+        if isinstance(camera, str) and mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+            camera = -1                                   # the free camera
+        renderer.update_scene(self.sim.data_for(env_id), camera=camera)
+        return renderer.render().copy()
+
     def close(self) -> None:
+        renderer = getattr(self, "_renderer", None)
+        if renderer is not None:
+            renderer.close()
+            self._renderer = None
         self.sim.close()
 
     # ------------------------------------------------------------------ helpers

@@ -466,7 +466,7 @@ class DomainRandomization:
             dv[:, col] = (lo + (hi - lo) * torch.rand(len(env_ids), generator=self.generator, dtype=torch.float64)).numpy()
         dv = self._schedule(t) * dv
         self.sim.qvel[env_ids, :6] += dv
-        self.values["push"] = dv
+        self.values.setdefault("push", np.zeros((self.num_envs, 6)))[env_ids] = dv   # last push per env
 
     def _draw_latency(self, env_ids: np.ndarray) -> None:
         lo, hi = (int(v) for v in self.terms["action_latency"].range)

@@ -1,0 +1,201 @@
+"""``Quadruped``: commanded base-velocity tracking with a 12-DoF legged robot (IsaacGymEnvs Anymal style).
+
+The robot is ``assets/quadruped.xml``, written for this course from primitives: a
+~15 kg body, four legs with hip abduction, hip flexion and knee joints. The joints
+are driven by MuJoCo ``position`` servos, i.e. a PD controller running at every
+physics step (``tau = kp (q_target - q) - kd q_dot``, kp 40, kd 1, |tau| <= 30 N m),
+like the PhysX joint drives of IsaacGymEnvs' Anymal.
+
+Actions ``(num_envs, 12)`` in ``[-1, 1]``: joint position targets
+``q_target = q_default + 0.5 * action`` (IGE ``actionScale``), order
+``FL, FR, HL, HR`` x ``abduction, hip, knee``.
+
+Each episode samples a command ``(v_x, v_y, yaw_rate)`` uniformly from
+``[-1, 1] m/s x [-0.5, 0.5] m/s x [-1, 1] rad/s`` (body frame); the robot is rewarded for
+tracking it.
+
+Observation ``(num_envs, 48)`` float32, the IGE Anymal layout:
+
+=======  ==========================================================
+index    content
+=======  ==========================================================
+0-2      base linear velocity, body frame, x 2.0
+3-5      base angular velocity, body frame, x 0.25
+6-8      gravity direction in the body frame (projected gravity)
+9-11     command (v_x, v_y, yaw_rate) x (2.0, 2.0, 0.25)
+12-23    joint positions minus the default pose
+24-35    joint velocities x 0.05
+36-47    previous actions
+=======  ==========================================================
+
+Default reward terms (the IGE Anymal / Isaac Lab velocity-task terms; not multiplied by dt):
+
+=======================  ========  =================================================
+term                     weight    function
+=======================  ========  =================================================
+``track_lin_vel_xy``     1.0       exp(-||cmd_xy - v_xy||^2 / 0.25)
+``track_ang_vel_z``      0.5       exp(-(cmd_yaw - w_z)^2 / 0.25)
+``lin_vel_z``            -2.0      v_z^2 (no bouncing)
+``ang_vel_xy``           -0.05     w_x^2 + w_y^2 (no rocking)
+``joint_torques``        -2.5e-5   sum of squared joint torques (from MuJoCo actuator sensors)
+``action_rate``          -0.01     ||a_t - a_{t-1}||^2 (smoothness)
+=======================  ========  =================================================
+
+Episodes: terminated when the base touches the ground (touch sensor > 1 N); time-out
+after 1000 control steps (20 s). Physics: ``implicitfast``, 0.005 s steps, 4 per
+control step (50 Hz control). Reset: the ``home`` pose with each joint scaled by
+U(0.5, 1.5) (IGE Anymal), zero velocity, a new command.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import mujoco
+import numpy as np
+import torch
+
+from rlcourse.envs.locomotion.backend import load_model
+from rlcourse.envs.locomotion.env import MujocoLocomotionEnv
+from rlcourse.envs.locomotion.rewards import RewardSpec, RewardTerm
+
+ASSET = Path(__file__).resolve().parent / "assets" / "quadruped.xml"
+
+
+# ----------------------------------------------------------------------------- reward terms
+def track_lin_vel_xy_exp(env: "QuadrupedEnv", std: float = 0.5) -> torch.Tensor:
+    """exp(-||command_xy - v_xy||^2 / std^2), base frame."""
+    err = (env.commands[:, :2] - env.root_lin_vel_b[:, :2]).pow(2).sum(dim=1)
+    return torch.exp(-err / std**2)
+
+
+def track_ang_vel_z_exp(env: "QuadrupedEnv", std: float = 0.5) -> torch.Tensor:
+    """exp(-(command_yaw - w_z)^2 / std^2), base frame."""
+    return torch.exp(-(env.commands[:, 2] - env.root_ang_vel_b[:, 2]).pow(2) / std**2)
+
+
+def lin_vel_z_l2(env: Any) -> torch.Tensor:
+    return env.root_lin_vel_b[:, 2].pow(2)
+
+
+def ang_vel_xy_l2(env: Any) -> torch.Tensor:
+    return env.root_ang_vel_b[:, :2].pow(2).sum(dim=1)
+
+
+def joint_torques_l2(env: Any) -> torch.Tensor:
+    return env.joint_torques.pow(2).sum(dim=1)
+
+
+def action_rate_l2(env: Any) -> torch.Tensor:
+    return (env.actions - env.prev_actions).pow(2).sum(dim=1)
+
+
+class QuadrupedEnv(MujocoLocomotionEnv):
+    """12-DoF quadruped, velocity-command tracking; see the module docstring.
+
+    Args:
+        num_envs, seed, device, rewards, randomization, nthread: as for :class:`AntEnv`.
+        episode_length: control steps before a time-out (1000 = 20 s).
+        action_scale: joint target offset per unit action (rad).
+        command_ranges: ``{"lin_vel_x": (lo, hi), "lin_vel_y": ..., "ang_vel_yaw": ...}``.
+        base_contact_force: newtons on the base that end the episode.
+    """
+
+    env_id = "Quadruped"
+    obs_scales = {"lin_vel": 2.0, "ang_vel": 0.25, "dof_vel": 0.05}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        seed: int | None = 0,
+        device: str | torch.device = "cpu",
+        rewards: RewardSpec | None = None,
+        randomization: Mapping[str, Any] | None = None,
+        episode_length: int = 1000,
+        action_scale: float = 0.5,
+        command_ranges: Mapping[str, tuple[float, float]] | None = None,
+        base_contact_force: float = 1.0,
+        decimation: int = 4,
+        nthread: int | None = None,
+        xml_path: str | os.PathLike | None = None,
+    ) -> None:
+        model = load_model(xml_path or ASSET)
+        if model.nu != 12 or model.nsensordata < 13:
+            raise ValueError(f"{xml_path}: the Quadruped task needs 12 actuators, a base touch sensor and 12 torque sensors")
+        self.action_scale = float(action_scale)
+        self.base_contact_force = float(base_contact_force)
+        ranges = {"lin_vel_x": (-1.0, 1.0), "lin_vel_y": (-0.5, 0.5), "ang_vel_yaw": (-1.0, 1.0)}
+        for key, value in (command_ranges or {}).items():
+            if key not in ranges:
+                raise ValueError(f"command_ranges: unknown key {key!r}; use {sorted(ranges)}")
+            lo, hi = value
+            if lo > hi:
+                raise ValueError(f"command_ranges[{key!r}]: low {lo} > high {hi}")
+            ranges[key] = (float(lo), float(hi))
+        self.command_ranges = ranges
+        super().__init__(
+            model, num_envs, seed, device, rewards, randomization,
+            decimation=decimation, max_episode_length=episode_length, clip_actions=1.0,
+            nthread=nthread, num_obs=48,
+        )
+        key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        self.home_qpos = model.key_qpos[key].copy()
+        self.default_dof_pos_np = self.home_qpos[self.act_qpos_idx]
+        self.default_dof_pos = torch.tensor(self.default_dof_pos_np, dtype=torch.float32, device=self.device)
+        self.commands = torch.zeros(num_envs, 3, device=self.device)
+        self._command_scale = torch.tensor([2.0, 2.0, 0.25], device=self.device)
+
+    @classmethod
+    def default_rewards(cls) -> dict[str, RewardTerm]:
+        return {
+            "track_lin_vel_xy": RewardTerm(track_lin_vel_xy_exp, 1.0),
+            "track_ang_vel_z": RewardTerm(track_ang_vel_z_exp, 0.5),
+            "lin_vel_z": RewardTerm(lin_vel_z_l2, -2.0),
+            "ang_vel_xy": RewardTerm(ang_vel_xy_l2, -0.05),
+            "joint_torques": RewardTerm(joint_torques_l2, -2.5e-5),
+            "action_rate": RewardTerm(action_rate_l2, -0.01),
+        }
+
+    # ------------------------------------------------------------------ hooks
+    def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
+        # Position servo targets; MuJoCo clamps them to each actuator's ctrlrange.
+        return self.default_dof_pos_np + self.action_scale * actions.detach().to("cpu", torch.float64).numpy()
+
+    def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
+        k = super()._kinematics(st, sensordata)
+        k["base_contact"] = sensordata[:, 0]         # touch sensor: normal force on the base (N)
+        k["joint_torques"] = sensordata[:, 1:13]     # actuatorfrc sensors, action order
+        return k
+
+    def _get_terminated(self) -> torch.Tensor:
+        return self.base_contact > self.base_contact_force
+
+    def _get_observations(self) -> torch.Tensor:
+        s = self.obs_scales
+        return torch.cat(
+            [
+                self.root_lin_vel_b * s["lin_vel"],
+                self.root_ang_vel_b * s["ang_vel"],
+                self.projected_gravity_b,
+                self.commands * self._command_scale,
+                self.dof_pos - self.default_dof_pos,
+                self.dof_vel * s["dof_vel"],
+                self.actions,
+            ],
+            dim=1,
+        )
+
+    def _reset_idx(self, env_ids: torch.Tensor) -> None:
+        ids = env_ids.cpu().numpy()
+        k = len(ids)
+        qpos = np.tile(self.home_qpos, (k, 1))
+        joints = self.act_qpos_idx
+        lo, hi = self._dof_limits_np
+        qpos[:, joints] = np.clip(self.default_dof_pos_np * self._uniform((k, len(joints)), 0.5, 1.5).numpy(), lo, hi)
+        self.sim.set_state(ids, qpos, np.zeros((k, self.model.nv)))
+        r = self.command_ranges
+        cmd = torch.stack([self._uniform((k,), *r["lin_vel_x"]), self._uniform((k,), *r["lin_vel_y"]),
+                           self._uniform((k,), *r["ang_vel_yaw"])], dim=1)
+        self.commands[env_ids] = cmd.to(self.device, torch.float32)

@@ -1,0 +1,69 @@
+"""NumPy adapters (gymnasium VectorEnv, Stable-Baselines3 VecEnv) and offscreen rendering."""
+
+from __future__ import annotations
+
+import ctypes.util
+
+import numpy as np
+import pytest
+import torch
+
+from rlcourse.envs import make
+from rlcourse.envs.locomotion.vector import GymnasiumVectorEnv, to_sb3
+
+
+def test_gymnasium_vector_env_same_step_autoreset():
+    venv = GymnasiumVectorEnv(make("Ant", num_envs=3, seed=0, episode_length=4))
+    assert venv.metadata["autoreset_mode"].name == "SAME_STEP"
+    assert venv.observation_space.shape == (3, 36) and venv.action_space.shape == (3, 8)
+    obs, info = venv.reset(seed=1)
+    assert isinstance(obs, np.ndarray) and obs.shape == (3, 36) and obs.dtype == np.float32
+    for t in range(4):
+        obs, rew, term, trunc, infos = venv.step(np.zeros((3, 8), dtype=np.float32))
+    assert trunc.all() and not term.any() and isinstance(rew, np.ndarray)
+    assert infos["_final_obs"].all() and infos["final_obs"].shape == (3, 36)
+    np.testing.assert_allclose(obs[:, 0], 0.55, atol=1e-6)        # already the next episode
+    assert infos["episode"]["length"].tolist() == [4, 4, 4]
+
+
+def test_sb3_vecenv_matches_our_semantics_and_trains():
+    sb3 = pytest.importorskip("stable_baselines3")
+    venv = to_sb3(make("Ant", num_envs=2, seed=0, episode_length=5))
+    obs = venv.reset()
+    assert obs.shape == (2, 36)
+    for t in range(5):
+        obs, rew, done, infos = venv.step(np.zeros((2, 8), dtype=np.float32))
+    assert done.all()
+    for info in infos:
+        assert info["TimeLimit.truncated"] is True and info["episode"]["l"] == 5
+        assert info["terminal_observation"].shape == (36,)
+        assert not np.allclose(info["terminal_observation"], obs[0])
+    model = sb3.PPO("MlpPolicy", to_sb3(make("Ant", num_envs=4, seed=0)), n_steps=16, batch_size=32,
+                    n_epochs=1, seed=0, device="cpu")
+    model.learn(total_timesteps=64)
+    assert model.num_timesteps == 64
+    action, _ = model.predict(obs, deterministic=True)
+    assert action.shape == (2, 8)
+
+
+def _gl_library_present() -> bool:
+    return any(ctypes.util.find_library(name) for name in ("EGL", "OSMesa", "GL"))
+
+
+@pytest.mark.skipif(not _gl_library_present(), reason="no OpenGL library (libEGL/libOSMesa/libGL) on this machine")
+def test_render_and_record_a_gif(tmp_path):
+    from rlcourse.envs.locomotion import record_video
+
+    env = make("Ant", num_envs=2, seed=0)
+    env.reset()
+    frame = env.render(width=160, height=120)
+    assert frame.shape == (120, 160, 3) and frame.dtype == np.uint8 and frame.std() > 10
+    with pytest.raises(ValueError, match="env_id"):
+        env.render(env_id=5)
+    path = record_video(env, lambda obs: torch.ones(obs.shape[0], 8), tmp_path / "ant.gif", steps=6, width=96, height=72)
+    from PIL import Image
+
+    with Image.open(path) as gif:
+        assert gif.n_frames == 7 and gif.size == (96, 72)
+    with pytest.raises(ValueError, match=".gif or .mp4"):
+        record_video(env, lambda obs: obs, tmp_path / "ant.avi", steps=1)

@@ -1,0 +1,37 @@
+"""PPO learns to walk forward on the MuJoCo-backed Ant (fixed seed, measured threshold)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import rlcourse
+from rlcourse.envs import make
+
+
+@torch.no_grad()
+def forward_distance(policy, episodes: int = 8, episode_length: int = 200, seed: int = 2000) -> float:
+    """Mean x displacement (m) of deterministic episodes of ``episode_length`` control steps."""
+    env = make("Ant", num_envs=episodes, seed=seed, episode_length=episode_length)
+    obs, _ = env.reset()
+    dist: list[float] = []
+    while len(dist) < episodes:
+        obs, *_, extras = env.step(policy(obs))
+        if "episode" in extras:
+            dist += extras["episode"]["x_distance"].tolist()
+    return float(np.mean(dist[:episodes]))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_ppo_walks_forward_on_ant():
+    env = make("Ant", num_envs=128, seed=0)
+    agent = rlcourse.PPO(env, seed=0)                      # presets/ppo.yaml "Ant"
+    agent.learn(204_800, eval_episodes=0, progress=False)           # 100 iterations
+    baseline = forward_distance(lambda obs: torch.zeros(obs.shape[0], 8))
+    walked = forward_distance(agent.inference_policy())
+    # Standing still moves ~0 m. Measured with seed 0: 2.7 m in 10 s (0.27 m/s) after 204,800
+    # steps; the full preset (1M steps) reaches ~2 m/s.
+    assert abs(baseline) < 0.3
+    assert walked > 1.0, f"forward distance {walked:.2f} m in 10 s"

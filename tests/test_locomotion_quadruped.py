@@ -1,0 +1,95 @@
+"""Quadruped: PD joint targets, velocity commands, base-contact termination, tracking rewards."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from rlcourse.envs import make
+from rlcourse.envs.locomotion import quadruped as q
+
+
+def test_spaces_commands_and_observation_layout():
+    env = make("Quadruped", num_envs=64, seed=0)
+    assert (env.num_obs, env.num_actions, env.max_episode_length) == (48, 12, 1000)
+    assert env.step_dt == pytest.approx(0.02)
+    obs, _ = env.reset()
+    c = env.commands
+    assert c[:, 0].abs().max() <= 1.0 and c[:, 1].abs().max() <= 0.5 and c[:, 2].abs().max() <= 1.0
+    assert c[:, 0].std() > 0.3                                   # drawn per env
+    torch.testing.assert_close(obs[:, 9:12], c * torch.tensor([2.0, 2.0, 0.25]))
+    torch.testing.assert_close(obs[:, 6:9], torch.tensor([0.0, 0.0, -1.0]).expand(64, 3))   # upright
+    assert torch.all(obs[:, 36:] == 0)
+
+
+def test_zero_action_holds_the_home_pose_with_the_pd_servos():
+    env = make("Quadruped", num_envs=2, seed=0)
+    env.reset()
+    for _ in range(100):
+        obs, rew, term, trunc, extras = env.step(torch.zeros(2, 12))
+        assert not term.any()
+    assert torch.all(env.root_pos_w[:, 2] > 0.25)
+    assert torch.all(env.base_contact == 0)
+    # Static PD servo: tau = kp (q_target - q) - kd q_dot with kp = 40, clipped to +-30 N m.
+    expected = (40.0 * (env.default_dof_pos - env.dof_pos) - 1.0 * env.dof_vel).clamp(-30, 30)
+    torch.testing.assert_close(env.joint_torques, expected, atol=0.5, rtol=0.0)
+    assert env.joint_torques.abs().max() > 1.0                  # the legs carry the body
+
+
+def test_action_sets_joint_targets():
+    env = make("Quadruped", num_envs=1, seed=0)
+    env.reset()
+    a = torch.zeros(1, 12)
+    a[0, 2] = -1.0                                              # FL knee: target = -1.5 - 0.5
+    for _ in range(50):
+        env.step(a)
+    assert env.dof_pos[0, 2].item() == pytest.approx(-2.0, abs=0.1)
+
+
+def test_base_contact_terminates():
+    env = make("Quadruped", num_envs=2, seed=0)
+    env.reset()
+    env.sim.qpos[0, 2] = 0.3
+    env.sim.qpos[0, 3:7] = [0.0, 1.0, 0.0, 0.0]                # env 0 upside down
+    for _ in range(50):
+        obs, rew, term, trunc, extras = env.step(torch.zeros(2, 12))
+        if term[0]:
+            break
+    assert term[0] and not term[1] and not trunc.any()
+    assert extras["final_obs"][0, 8].item() > 0.9               # gravity points "up" in the body frame
+    assert extras["episode"]["env_ids"].tolist() == [0]
+
+
+def test_tracking_rewards_by_hand():
+    env = SimpleNamespace(
+        commands=torch.tensor([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]]),
+        root_lin_vel_b=torch.tensor([[0.5, 0.5, 0.1], [0.0, 0.0, 0.0]]),
+        root_ang_vel_b=torch.tensor([[0.0, 0.0, 0.0], [0.3, 0.4, 0.0]]),
+    )
+    torch.testing.assert_close(q.track_lin_vel_xy_exp(env), torch.tensor([math.exp(-0.5 / 0.25), 1.0]))
+    torch.testing.assert_close(q.track_ang_vel_z_exp(env), torch.tensor([math.exp(-0.25 / 0.25), 1.0]))
+    torch.testing.assert_close(q.lin_vel_z_l2(env), torch.tensor([0.01, 0.0]))
+    torch.testing.assert_close(q.ang_vel_xy_l2(env), torch.tensor([0.0, 0.25]))
+    env = SimpleNamespace(actions=torch.tensor([[1.0, 0.0]]), prev_actions=torch.tensor([[0.5, -1.0]]))
+    torch.testing.assert_close(q.action_rate_l2(env), torch.tensor([1.25]))
+
+
+def test_pd_gain_randomization_changes_kp_and_kd_consistently():
+    env = make("Quadruped", num_envs=3, seed=0, randomization={
+        "actuator_kp": {"range": [0.5, 1.5]}, "actuator_kd": {"range": [2.0, 2.0]}})
+    kp = env.dr.values["actuator_kp"]
+    for i, m in enumerate(env.sim.models):
+        np.testing.assert_allclose(m.actuator_gainprm[:, 0], 40.0 * kp[i])
+        np.testing.assert_allclose(m.actuator_biasprm[:, 1], -40.0 * kp[i])
+        np.testing.assert_allclose(m.actuator_biasprm[:, 2], -2.0)
+
+
+def test_bad_command_ranges():
+    with pytest.raises(ValueError, match="lin_vel_z"):
+        make("Quadruped", num_envs=1, command_ranges={"lin_vel_z": (0, 1)})
+    with pytest.raises(ValueError, match="low 1.0 > high 0.0"):
+        make("Quadruped", num_envs=1, command_ranges={"lin_vel_x": (1.0, 0.0)})
