@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # torch is pinned to the CPU wheel here; pyproject keeps it loose for GPU users.
 TORCH_SPEC ?= torch==2.13.0
-ENV ?= CartPole-v1
+ENV ?= Ant
 ALGO ?= ppo
 PYTEST_ARGS ?=
 
@@ -21,7 +21,15 @@ help:
 	@echo "make pin        regenerate autograder/pinned_metrics.json from the solutions"
 	@echo "make labs       regenerate the student notebooks in labs/ from solutions/"
 
+# Offscreen MuJoCo rendering needs Mesa's EGL (or OSMesa); installed once with apt when missing.
+SYSDEPS := libegl1 libegl-mesa0 libgl1 libosmesa6
+
 $(STAMP): pyproject.toml
+	@if ! ldconfig -p | grep -q 'libEGL.so.1' && command -v apt-get >/dev/null; then \
+		echo "installing system packages: $(SYSDEPS)"; \
+		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
+		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"

@@ -71,6 +71,8 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="override one hyperparameter")
     t.add_argument("--tensorboard", action="store_true", help="start a TensorBoard server on localhost, print its URL")
     t.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device (default cpu)")
+    t.add_argument("--threads", type=_positive_int, default=1,
+                   help="torch CPU threads (default 1: small MLPs update faster on one thread than two)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=50, help="iterations between checkpoints")
     t.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
@@ -138,6 +140,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     hp.update(saved.get("hyperparameters", {}))
     hp.update(file_cfg.get("hyperparameters") or {})
     hp.update(_parse_sets(args.set))
+    torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is visible to torch on this machine")
 

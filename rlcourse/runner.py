@@ -143,6 +143,7 @@ class Runner:
                    disable=not self.progress, dynamic_ncols=True, desc=f"{algo.name} {env.env_id}")
         window_returns: list[float] = []
         window_lengths: list[float] = []
+        window_terms: dict[str, list[float]] = {}
         window_steps, window_time = 0, 0.0
         start_step = algo.global_step
         t_start = time.perf_counter()
@@ -158,6 +159,11 @@ class Runner:
                         if ep is not None:
                             window_returns += ep["return"].tolist()
                             window_lengths += ep["length"].tolist()
+                            # Task-specific episode statistics (per-term reward sums
+                            # "rew_<term>", distances, ...) go to TensorBoard as episode/<key>.
+                            for key, value in ep.items():
+                                if key not in ("return", "length", "env_ids"):
+                                    window_terms.setdefault(key, []).extend(value.tolist())
                     algo.compute_returns(obs)
                 losses = algo.update()
                 dt = time.perf_counter() - t0
@@ -178,8 +184,10 @@ class Runner:
                     if window_returns:
                         row["charts/episode_return"] = float(np.mean(window_returns))
                         row["charts/episode_length"] = float(np.mean(window_lengths))
+                    row.update({f"episode/{k}": float(np.mean(v)) for k, v in window_terms.items() if v})
                     row.update(losses)
                     self._log(row)
+                    window_terms = {}
                     if self.recent_returns:
                         bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
                     window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0

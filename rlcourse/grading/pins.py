@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -65,7 +66,8 @@ def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) ->
     seeds = tuple(sorted(set(seeds) | {lab2.PROTOCOL["seed"]}))
     workers = workers or max(1, min(len(seeds), os.cpu_count() or 1))
     start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # "spawn": forking a process that has imported torch can deadlock its thread pools.
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         runs = list(pool.map(_lab2_run, seeds))
     returns = [r["return"] for r in runs]
     worst = min(returns)
