@@ -233,6 +233,28 @@ def test_grade_rejects_an_unknown_lab_and_a_missing_folder(run_cli: Callable, tm
         pipeline.choose_submissions(REPO, LAB, tmp_path / "missing")
 
 
+def test_collect_copies_submissions_and_replaces_stale_copies(tmp_path: Path) -> None:
+    course, source = tmp_path / "course", tmp_path / "incoming"
+    for student in ("alice", "bob"):
+        (source / student / LAB).mkdir(parents=True)
+        (source / student / LAB / NOTEBOOK).write_text(f"{student}'s work")
+    (source / "carol" / "other_lab").mkdir(parents=True)  # another lab: not collected
+    (source / "carol" / "other_lab" / "x.ipynb").write_text("{}")
+    stale = course / pipeline.SUBMITTED_RELPATH / "alice" / LAB / "old_file.txt"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from an earlier batch")
+    before = _digest(source)
+    assert pipeline.collect(course, LAB, source) == ["alice", "bob"]
+    assert _digest(source) == before
+    copied = course / pipeline.SUBMITTED_RELPATH
+    assert (copied / "bob" / LAB / NOTEBOOK).read_text() == "bob's work"
+    assert not stale.exists()
+    (source / "bad name" / LAB).mkdir(parents=True)
+    (source / "bad name" / LAB / NOTEBOOK).write_text("{}")
+    with pytest.raises(ValueError, match="not a valid student id"):
+        pipeline.collect(course, LAB, source)
+
+
 # --------------------------------------------------------------------------- feedback redaction
 def test_redaction_removes_hidden_tests_and_their_traceback() -> None:
     cell = nbformat.v4.new_code_cell(

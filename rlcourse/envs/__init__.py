@@ -1,8 +1,10 @@
 """Batched environments with Isaac Lab step semantics.
 
 ``make(env_id, num_envs=..., seed=...)`` returns a :class:`VecEnv`. Tasks written
-for rlcourse register themselves with :func:`register`; any other id is looked
-up in gymnasium's registry and wrapped by :class:`GymVecEnv`.
+for rlcourse register themselves with :func:`register`; ``"isaaclab:<task>"`` and
+``"isaacgym:<task>"`` create Isaac Lab / IsaacGymEnvs tasks through the adapters in
+:mod:`rlcourse.envs.isaac`; any other id is looked up in gymnasium's registry and
+wrapped by :class:`GymVecEnv`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def make(
         raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
     if env_id in _TASKS:
         return _TASKS[env_id](num_envs=num_envs, seed=seed, device=device, **kwargs)
+    prefix, _, task = env_id.partition(":")
+    if task and prefix in ("isaaclab", "isaacgym"):
+        # GPU simulators, imported only when asked for (see rlcourse.envs.isaac).
+        from rlcourse.envs import isaac
+
+        factory = isaac.make_isaaclab if prefix == "isaaclab" else isaac.make_isaacgym
+        return factory(task, num_envs=num_envs, seed=seed, device=device, **kwargs)
     if env_id in gym.envs.registry:
         return GymVecEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
     close = difflib.get_close_matches(env_id, available(), n=3)

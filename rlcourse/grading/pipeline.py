@@ -130,11 +130,11 @@ def collect(course_dir: Path, lab: str, source: Path) -> list[str]:
     student is replaced so that nothing from an earlier batch leaks into this one.
     """
     submitted = course_dir / SUBMITTED_RELPATH
-    students = sorted(p.parent.parent.name for p in source.glob(f"*/{lab}/*.ipynb")
-                      if not p.parent.parent.name.startswith("."))
-    students = sorted(set(students))
+    students = sorted({p.parent.parent.name for p in source.glob(f"*/{lab}/*.ipynb")
+                       if not p.parent.parent.name.startswith(".")})
     for student in students:
         _check_student_id(student)
+    for student in students:
         if source.resolve() == submitted.resolve():
             continue
         target = submitted / student / lab

@@ -330,6 +330,9 @@ _lab2.check_training(result, _lab2.load_pins(), seed=SEED, total_steps=TOTAL_STE
 
 PLOT = r"""
 # The learning curve: mean return of the training episodes that finished in each logged window.
+# (Saving learning_curve.png into the run folder switched matplotlib to its file backend;
+# the magic below brings inline plots back.)
+%matplotlib inline
 import csv
 
 with open(run_dir / "progress.csv", newline="") as f:
