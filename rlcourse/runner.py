@@ -321,10 +321,10 @@ class Runner:
 
 def plot_learning_curve(run_dir: str | os.PathLike) -> Path | None:
     """Plot ``charts/episode_return`` from ``progress.csv`` into ``learning_curve.png``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # Figure + Agg canvas, not pyplot: never touches the global backend, so inline plots in a
+    # notebook keep working after training.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     run_dir = Path(run_dir)
     path = run_dir / "progress.csv"
@@ -336,7 +336,9 @@ def plot_learning_curve(run_dir: str | os.PathLike) -> Path | None:
             if row.get("charts/episode_return"):
                 steps.append(int(row["global_step"]))
                 returns.append(float(row["charts/episode_return"]))
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    fig = Figure(figsize=(6, 3.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.plot(steps, returns, color="tab:blue")
     ax.set_xlabel("environment steps")
     ax.set_ylabel("episode return (training)")
@@ -348,7 +350,6 @@ def plot_learning_curve(run_dir: str | os.PathLike) -> Path | None:
     fig.tight_layout()
     out = run_dir / "learning_curve.png"
     fig.savefig(out)
-    plt.close(fig)
     return out
 
 

@@ -88,7 +88,8 @@ def upright(env: "AntEnv", threshold: float = 0.93) -> torch.Tensor:
 
 def heading(env: "AntEnv", threshold: float = 0.8) -> torch.Tensor:
     """Facing the target: 1 above ``threshold``, proportional below (IGE)."""
-    return torch.where(env.heading_proj > threshold, torch.ones_like(env.heading_proj), env.heading_proj / threshold)
+    # = where(heading_proj > threshold, 1, heading_proj / threshold), in two torch calls.
+    return torch.clamp(env.heading_proj / threshold, max=1.0)
 
 
 def action_l2(env: Any) -> torch.Tensor:
@@ -103,7 +104,7 @@ def energy(env: "AntEnv") -> torch.Tensor:
 
 def joints_at_limit(env: Any, threshold: float = 0.99) -> torch.Tensor:
     """How many joints are within 1 % of a limit."""
-    return (env.dof_pos_scaled.abs() > threshold).float().sum(dim=1)
+    return (env.dof_pos_scaled.abs() > threshold).sum(dim=1, dtype=torch.float32)
 
 
 def is_terminated(env: Any) -> torch.Tensor:
@@ -153,6 +154,7 @@ class AntEnv(MujocoLocomotionEnv):
             raise ValueError(f"{xml_path}: the Ant task needs a free-floating torso and 8 actuators, got nu={model.nu}")
         self.termination_height = float(termination_height)
         self.power_scale = float(power_scale)
+        self._target_np = np.asarray(self.target, dtype=np.float64)
         super().__init__(
             model, num_envs, seed, device, rewards, randomization,
             decimation=decimation, max_episode_length=episode_length, clip_actions=1.0,
@@ -183,13 +185,17 @@ class AntEnv(MujocoLocomotionEnv):
 
     # ------------------------------------------------------------------ hooks
     def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
+        if self.power_scale == 1.0:
+            actions = actions.detach()
+            # float32 is fine: the backend widens it to float64 as it copies it into its buffer.
+            return (actions if actions.device.type == "cpu" else actions.cpu()).numpy()
         return (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
 
     def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
         k = super()._kinematics(st, sensordata)
         fwd, up, pos = k["forward_w"], k["up_w"], k["root_pos_w"]
         yaw = np.arctan2(fwd[:, 1], fwd[:, 0])
-        to_target = np.asarray(self.target) - pos[:, :2]
+        to_target = self._target_np - pos[:, :2]
         dist = np.sqrt((to_target**2).sum(axis=1))
         target_dir = to_target / np.maximum(dist, 1e-6)[:, None]
         angle = np.arctan2(to_target[:, 1], to_target[:, 0]) - yaw
@@ -198,36 +204,44 @@ class AntEnv(MujocoLocomotionEnv):
         k["roll"] = np.arctan2(-k["projected_gravity_b"][:, 1], -k["projected_gravity_b"][:, 2])
         k["angle_to_target"] = np.arctan2(np.sin(angle), np.cos(angle))
         k["target_dist"] = dist
+        # IGE's potential -distance / dt, rounded like the float32 torch expression would be.
+        k["potential"] = -dist.astype(np.float32) / np.float32(self.step_dt)
         k["up_proj"] = up[:, 2]
         k["heading_proj"] = (fwd[:, :2] * target_dir).sum(axis=1)
         lo, hi = self._dof_limits_np
-        k["dof_pos_scaled"] = (2.0 * k["dof_pos"] - hi - lo) / (hi - lo)
+        k["dof_pos_scaled"] = (2.0 * k["dof_pos"] - hi - lo) / self._dof_span_np
+        # The observation minus its last block (the actions), assembled here with one NumPy
+        # call instead of a dozen small torch calls in _get_observations every step. The
+        # velocity scaling is done in float32, exactly as torch would do it.
+        k["obs_state"] = np.concatenate(
+            [
+                pos[:, 2:3],
+                k["root_lin_vel_b"],
+                k["root_ang_vel_b"],
+                yaw[:, None],
+                k["roll"][:, None],
+                k["angle_to_target"][:, None],
+                k["up_proj"][:, None],
+                k["heading_proj"][:, None],
+                k["dof_pos_scaled"],
+                k["dof_vel"].astype(np.float32) * np.float32(self.dof_vel_scale),
+            ],
+            axis=1,
+        )
         return k
 
     def _post_physics(self) -> None:
         self.prev_potentials = self.potentials
-        self.potentials = -self.target_dist / self.step_dt
+        self.potentials = self.potential.clone()   # a copy: the view is overwritten by the next refresh
 
     def _get_terminated(self) -> torch.Tensor:
         return self.root_pos_w[:, 2] < self.termination_height
 
     def _get_observations(self) -> torch.Tensor:
-        return torch.cat(
-            [
-                self.root_pos_w[:, 2:3],
-                self.root_lin_vel_b,
-                self.root_ang_vel_b,
-                self.yaw[:, None],
-                self.roll[:, None],
-                self.angle_to_target[:, None],
-                self.up_proj[:, None],
-                self.heading_proj[:, None],
-                self.dof_pos_scaled,
-                self.dof_vel * self.dof_vel_scale,
-                self.actions,
-            ],
-            dim=1,
-        )
+        # obs_state holds, in order: torso height, lin_vel_b, ang_vel_b, yaw, roll,
+        # angle_to_target, up_proj, heading_proj, dof_pos_scaled, dof_vel x dof_vel_scale
+        # (see _kinematics and the table in the module docstring).
+        return torch.cat([self.obs_state, self.actions], dim=1)
 
     def _reset_idx(self, env_ids: torch.Tensor) -> None:
         ids = env_ids.cpu().numpy()
@@ -236,15 +250,17 @@ class AntEnv(MujocoLocomotionEnv):
         qpos = np.tile(self.init_qpos, (k, 1))
         qvel = np.zeros((k, m.nv))
         joints = self.act_qpos_idx
-        noise = self._uniform((k, len(joints)), -0.2, 0.2).numpy()
+        noise = self._uniform_np((k, len(joints)), -0.2, 0.2)
         lo, hi = self._dof_limits_np
         qpos[:, joints] = np.clip(qpos[:, joints] + noise, lo, hi)
-        qvel[:, self.act_dof_idx] = self._uniform((k, len(joints)), -0.1, 0.1).numpy()
+        qvel[:, self.act_dof_idx] = self._uniform_np((k, len(joints)), -0.1, 0.1)
         self.sim.set_state(ids, qpos, qvel)
-        # Potentials restart from the new position, so the first progress reward is 0-ish.
-        dist = torch.from_numpy(np.linalg.norm(np.asarray(self.target) - qpos[:, :2], axis=1)).to(self.device, torch.float32)
-        self.potentials[env_ids] = -dist / self.step_dt
-        self.prev_potentials[env_ids] = -dist / self.step_dt
+        # Potentials restart from the new position, so the first progress reward is 0-ish
+        # (float32 maths in NumPy, bit-identical to the torch expression -dist / step_dt).
+        dist = np.linalg.norm(self._target_np - qpos[:, :2], axis=1).astype(np.float32)
+        potential = self._from_numpy(-dist / np.float32(self.step_dt))
+        self.potentials[env_ids] = potential
+        self.prev_potentials[env_ids] = potential
 
 
 def make_ant(num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu", **kwargs: Any) -> AntEnv:

@@ -91,6 +91,8 @@ class MujocoBatch:
         self.sensordata = np.zeros((self.num_envs, model.nsensordata))
         self._out_state: np.ndarray | None = None
         self._out_sensor: np.ndarray | None = None
+        self._ctrl: np.ndarray | None = None
+        self._timestep = float(model.opt.timestep)   # model.opt builds a new wrapper on every access
         # The nominal initial state (qpos0, zero velocity) as a FULLPHYSICS row.
         mujoco.mj_resetData(model, self._scratch)
         self.default_state = np.empty(self.nstate)
@@ -107,24 +109,23 @@ class MujocoBatch:
         produced non-finite numbers); the caller should terminate and reset those.
         """
         n = self.num_envs
-        if ctrl.ndim == 2:
-            ctrl = ctrl[:, None, :]
-        if ctrl.shape != (n, nstep, self.nu):
-            # skip_checks=True below means rollout will not tile singleton dimensions for us.
-            ctrl = np.broadcast_to(ctrl, (n, nstep, self.nu))
         if self._out_state is None or self._out_state.shape[1] != nstep:
             self._out_state = np.empty((n, nstep, self.nstate))
             self._out_sensor = np.empty((n, nstep, self.model.nsensordata))
-        t0 = self.state[:, 0].copy()
+            self._ctrl = np.empty((n, nstep, self.nu))
+        # One copy into a preallocated float64 buffer: it repeats a (N, nu) control over the
+        # nstep substeps (skip_checks=True below means rollout will not tile it for us).
+        self._ctrl[:] = ctrl[:, None, :] if ctrl.ndim == 2 else ctrl
+        # rollout stops a diverged trajectory (time stops increasing); MuJoCo's own
+        # instability check resets the data, which sends time back to 0.
+        expected = self.state[:, 0] + 0.5 * nstep * self._timestep
         self._pool.rollout(
-            self.models, self._datas, self.state, np.ascontiguousarray(ctrl, dtype=np.float64),
+            self.models, self._datas, self.state, self._ctrl,
             nstep=nstep, state=self._out_state, sensordata=self._out_sensor, skip_checks=True,
         )
         self.state[:] = self._out_state[:, -1]
-        self.sensordata[:] = self._out_sensor[:, -1]
-        # rollout stops a diverged trajectory (time stops increasing); MuJoCo's own
-        # instability check resets the data, which sends time back to 0.
-        expected = t0 + 0.5 * nstep * self.timestep
+        if self.sensordata.shape[1]:
+            self.sensordata[:] = self._out_sensor[:, -1]
         return (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
 
     def set_state(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:

@@ -31,9 +31,30 @@ import torch
 
 from rlcourse.envs.base import VecEnv
 from rlcourse.envs.locomotion.backend import MujocoBatch
-from rlcourse.envs.locomotion.math import quat_to_matrix_np
 from rlcourse.envs.locomotion.randomization import DomainRandomization
 from rlcourse.envs.locomotion.rewards import RewardManager, RewardSpec, RewardTerm, merge_reward_terms
+
+
+# Rotation matrix of a unit quaternion (w, x, y, z): R = I + 2 * M(q q^T), where each entry
+# of M is a sum of two +-products, e.g. R[0, 0] = 1 - 2 (y^2 + z^2), R[0, 1] = 2 (xy - wz).
+# _QUAT_TO_MAT holds those +-1 coefficients, so the whole batch is one outer product and one
+# matrix product (bit-identical to math.quat_to_matrix_np, with 4 NumPy calls instead of ~30).
+_QUAT_TO_MAT = np.zeros((4, 4, 3, 3))
+for (_r, _c), _terms in {
+    (0, 0): ((-1, 2, 2), (-1, 3, 3)), (0, 1): ((1, 1, 2), (-1, 0, 3)), (0, 2): ((1, 1, 3), (1, 0, 2)),
+    (1, 0): ((1, 1, 2), (1, 0, 3)), (1, 1): ((-1, 1, 1), (-1, 3, 3)), (1, 2): ((1, 2, 3), (-1, 0, 1)),
+    (2, 0): ((1, 1, 3), (-1, 0, 2)), (2, 1): ((1, 2, 3), (1, 0, 1)), (2, 2): ((-1, 1, 1), (-1, 2, 2)),
+}.items():
+    for _sign, _a, _b in _terms:
+        _QUAT_TO_MAT[_a, _b, _r, _c] = _sign
+_QUAT_TO_MAT = _QUAT_TO_MAT.reshape(16, 9)
+_IDENTITY_FLAT = np.eye(3).reshape(9)
+
+
+def _rotation_matrices(quat: np.ndarray) -> np.ndarray:
+    """Body -> world rotation matrices ``(N, 3, 3)`` of ``(w, x, y, z)`` quaternions ``(N, 4)``."""
+    qq = (quat[:, :, None] * quat[:, None, :]).reshape(-1, 16)
+    return (_IDENTITY_FLAT + 2.0 * (qq @ _QUAT_TO_MAT)).reshape(-1, 3, 3)
 
 
 class MujocoLocomotionEnv(VecEnv):
@@ -101,6 +122,7 @@ class MujocoLocomotionEnv(VecEnv):
         self.act_dof_idx = np.asarray(model.jnt_dofadr[joint_ids], dtype=np.int64)
         rng = model.jnt_range[joint_ids]
         self._dof_limits_np = (rng[:, 0].copy(), rng[:, 1].copy())
+        self._dof_span_np = rng[:, 1] - rng[:, 0]
         self.dof_lower = torch.tensor(rng[:, 0], dtype=torch.float32, device=self.device)
         self.dof_upper = torch.tensor(rng[:, 1], dtype=torch.float32, device=self.device)
 
@@ -122,6 +144,8 @@ class MujocoLocomotionEnv(VecEnv):
         self.terminated = torch.zeros(n, dtype=torch.bool, device=self.device)
         self.time_outs = torch.zeros(n, dtype=torch.bool, device=self.device)
         self._needs_reset = True
+        self._packed: torch.Tensor | None = None       # the batched state, see _refresh
+        self._packed_np: np.ndarray | None = None
         self.dr.startup()
 
     # ------------------------------------------------------------------ task hooks
@@ -138,6 +162,7 @@ class MujocoLocomotionEnv(VecEnv):
         """Once per control step, after physics and before rewards (e.g. potentials)."""
 
     def _get_terminated(self) -> torch.Tensor:
+        """A *new* bool tensor ``(num_envs,)``: which episodes reached a terminal state this step."""
         raise NotImplementedError
 
     def _get_observations(self) -> torch.Tensor:
@@ -159,7 +184,7 @@ class MujocoLocomotionEnv(VecEnv):
         nq = self.sim.nq
         qpos, qvel = st[:, 1 : 1 + nq], st[:, 1 + nq : 1 + nq + self.sim.nv]
         quat = qpos[:, 3:7]                                   # MuJoCo order (w, x, y, z)
-        rot = quat_to_matrix_np(quat)                         # body -> world, (N, 3, 3)
+        rot = _rotation_matrices(quat)                        # body -> world, (N, 3, 3)
         lin_vel_w = qvel[:, 0:3]                              # free joint: world frame
         ang_vel_b = qvel[:, 3:6]                              # free joint: body frame
         return {
@@ -187,18 +212,36 @@ class MujocoLocomotionEnv(VecEnv):
         sens = self.sim.sensordata if env_ids is None else self.sim.sensordata[env_ids]
         parts = self._kinematics(st, sens)
         cols = [a.reshape(len(st), -1) for a in parts.values()]
-        packed = torch.from_numpy(np.concatenate(cols, axis=1).astype(np.float32))
-        if getattr(self, "_packed", None) is None:
-            self._packed = packed.to(self.device)
-            i = 0
-            for (name, arr), col in zip(parts.items(), cols):
-                view = self._packed[:, i : i + col.shape[1]]
-                setattr(self, name, view if arr.ndim == 2 else view[:, 0])
-                i += col.shape[1]
-        elif env_ids is None:
+        if self._packed is None:
+            self._bind_state_views(parts, cols)
+        if self._packed_np is not None:
+            # CPU: the tensor shares memory with a NumPy array, so one concatenate writes
+            # (and rounds to float32) straight into it; no temporary copies, no torch calls.
+            if env_ids is None:
+                np.concatenate(cols, axis=1, out=self._packed_np)
+            else:
+                self._packed_np[env_ids] = np.concatenate(cols, axis=1)
+            return
+        packed = torch.from_numpy(np.concatenate(cols, axis=1).astype(np.float32)).to(self.device)
+        if env_ids is None:
             self._packed.copy_(packed)
         else:
-            self._packed[torch.as_tensor(env_ids, device=self.device)] = packed.to(self.device)
+            self._packed[torch.as_tensor(env_ids, device=self.device)] = packed
+
+    def _bind_state_views(self, parts: dict[str, np.ndarray], cols: list[np.ndarray]) -> None:
+        """Allocate the packed state tensor and set one attribute per kinematics entry as a view of it."""
+        width = sum(c.shape[1] for c in cols)
+        if self.device.type == "cpu":
+            self._packed_np = np.zeros((self.num_envs, width), dtype=np.float32)
+            self._packed = torch.from_numpy(self._packed_np)
+        else:
+            self._packed_np = None
+            self._packed = torch.zeros(self.num_envs, width, device=self.device)
+        i = 0
+        for (name, arr), col in zip(parts.items(), cols):
+            view = self._packed[:, i : i + col.shape[1]]
+            setattr(self, name, view if arr.ndim == 2 else view[:, 0])
+            i += col.shape[1]
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -221,7 +264,9 @@ class MujocoLocomotionEnv(VecEnv):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         if self._needs_reset:
             raise RuntimeError(f"{self.env_id}: call reset() before step()")
-        actions = self.check_actions(actions).to(self.device)
+        actions = self.check_actions(actions)
+        if actions.device != self.device:
+            actions = actions.to(self.device)
         actions = self.dr.perturb_actions(actions)
         self.prev_actions = self.actions
         self.actions = actions.clamp(-self.clip_actions, self.clip_actions)
@@ -231,32 +276,41 @@ class MujocoLocomotionEnv(VecEnv):
         self.episode_length += 1
         self._refresh()
         self._post_physics()
-        diverged_t = torch.from_numpy(diverged).to(self.device)
-        self.terminated = self._get_terminated() | diverged_t
+        self.terminated = self._get_terminated()
+        diverged_t = None
+        if diverged.any():
+            diverged_t = torch.from_numpy(diverged).to(self.device)
+            self.terminated = self.terminated | diverged_t
         self.time_outs = (self.episode_length >= self.max_episode_length) & ~self.terminated
         # A blown-up simulation gives a NaN state: end the episode with reward 0 rather
         # than poisoning the learner.
-        reward = self.reward_manager.compute(self, invalid=diverged_t if diverged.any() else None)
+        reward = self.reward_manager.compute(self, invalid=diverged_t)
         self.episode_return += reward
 
         done = self.terminated | self.time_outs
         obs = self._get_observations()
-        extras: dict[str, Any] = {"time_outs": self.time_outs.clone()}
+        # terminated / time_outs are new tensors every step (never written in place), so
+        # they can be handed out without copies (_get_terminated must return a new tensor).
+        extras: dict[str, Any] = {"time_outs": self.time_outs}
         final_obs = obs
         reset_ids = None
         if done.any():
-            ids = done.nonzero().flatten()
-            final_obs = torch.nan_to_num(obs.clone(), nan=0.0, posinf=0.0, neginf=0.0)
-            episode = {
-                "return": self.episode_return[ids].clone(),
-                "length": self.episode_length[ids].clone(),
-                "env_ids": ids.clone(),
+            if self._packed_np is not None:    # CPU: NumPy finds the indices with less overhead
+                reset_ids = np.flatnonzero(done.numpy())
+                ids = torch.from_numpy(reset_ids)
+            else:
+                ids = done.nonzero().flatten()
+                reset_ids = ids.cpu().numpy()
+            final_obs = torch.nan_to_num(obs, nan=0.0, posinf=0.0, neginf=0.0)   # a new tensor
+            episode = {                        # indexing with ids copies, so no clones needed
+                "return": self.episode_return[ids],
+                "length": self.episode_length[ids],
+                "env_ids": ids,
                 "x_distance": self.root_pos_w[ids, 0] - self.start_xy[ids, 0],
             }
             episode.update(self.reward_manager.pop_episode_sums(ids))
             extras["episode"] = episode
-            self._reset_envs(ids)
-            reset_ids = ids.cpu().numpy()
+            self._reset_envs(ids, reset_ids)
         if self.dr.on_step():                 # a push changed velocities of some envs
             reset_ids = None
             self._refresh()
@@ -269,18 +323,18 @@ class MujocoLocomotionEnv(VecEnv):
             obs = obs + noise
             final_obs = final_obs + noise
         extras["final_obs"] = final_obs
-        return obs, reward, self.terminated.clone(), self.time_outs.clone(), extras
+        return obs, reward, self.terminated, self.time_outs, extras
 
-    def _reset_envs(self, env_ids: torch.Tensor) -> None:
-        ids_np = env_ids.cpu().numpy()
+    def _reset_envs(self, env_ids: torch.Tensor, ids_np: np.ndarray | None = None) -> None:
+        if ids_np is None:
+            ids_np = env_ids.cpu().numpy()
         self.dr.on_reset(ids_np)
         self._reset_idx(env_ids)
-        self.actions[env_ids] = 0.0
-        self.prev_actions[env_ids] = 0.0
-        self.episode_length[env_ids] = 0
-        self.episode_return[env_ids] = 0.0
-        self.reward_manager.episode_sums[env_ids] = 0.0
-        self.start_xy[env_ids] = torch.from_numpy(self.sim.qpos[ids_np, 0:2]).to(self.device, torch.float32)
+        # index_fill_ is one torch call; `x[ids] = 0.0` would be three (scalar to tensor, cast, index_put_).
+        for buf in (self.actions, self.prev_actions, self.episode_length, self.episode_return,
+                    self.reward_manager.episode_sums):
+            buf.index_fill_(0, env_ids, 0)
+        self.start_xy[env_ids] = self._from_numpy(self.sim.qpos[ids_np, 0:2].astype(np.float32))
 
     def render(self, env_id: int = 0, width: int = 480, height: int = 360, camera: str | int = "track") -> np.ndarray:
         """An RGB frame ``(height, width, 3)`` uint8 of env ``env_id``, rendered offscreen.
@@ -314,6 +368,11 @@ class MujocoLocomotionEnv(VecEnv):
         self.sim.close()
 
     # ------------------------------------------------------------------ helpers
+    def _from_numpy(self, array: np.ndarray) -> torch.Tensor:
+        """A NumPy array as a tensor on ``device`` (no copy, and no torch call, on the CPU)."""
+        tensor = torch.from_numpy(array)
+        return tensor if self.device.type == "cpu" else tensor.to(self.device)
+
     @staticmethod
     def _dr_seed(seed: int | None) -> int:
         return (0 if seed is None else int(seed)) * 7919 + 104729
@@ -321,3 +380,7 @@ class MujocoLocomotionEnv(VecEnv):
     def _uniform(self, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
         """U(low, high) from the env's own generator (so resets are seeded), float64 CPU."""
         return low + (high - low) * torch.rand(shape, generator=self.generator, dtype=torch.float64)
+
+    def _uniform_np(self, shape: tuple[int, ...], low: float, high: float) -> np.ndarray:
+        """:meth:`_uniform` as a NumPy array: the same draws and values, one torch call fewer."""
+        return low + (high - low) * torch.rand(shape, generator=self.generator, dtype=torch.float64).numpy()
