@@ -211,7 +211,7 @@ class MujocoLocomotionEnv(VecEnv):
         st = self.sim.state if env_ids is None else self.sim.state[env_ids]
         sens = self.sim.sensordata if env_ids is None else self.sim.sensordata[env_ids]
         parts = self._kinematics(st, sens)
-        cols = [a.reshape(len(st), -1) for a in parts.values()]
+        cols = [a if a.ndim == 2 else a.reshape(len(st), -1) for a in parts.values()]
         if self._packed is None:
             self._bind_state_views(parts, cols)
         if self._packed_np is not None:
