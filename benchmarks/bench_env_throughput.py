@@ -17,6 +17,9 @@ The machine may be shared, so the three are *interleaved*: every round times a c
 of ``--chunk`` steps of each contender back to back, and throughput is total steps over
 total time per contender. Load changes then hit all of them alike.
 
+A last table splits our step time into the time spent inside ``rollout`` (physics) and
+everything else (Python/torch overhead: actions, kinematics, rewards, observations, resets).
+
 Targets: ours >= 0.9x raw rollout, ours >= 1.5x gymnasium.
 """
 
@@ -46,11 +49,24 @@ def ours(num_envs: int, integrator: str) -> Callable[[int], None]:
     env = rlcourse.envs.make("Ant", num_envs=num_envs, seed=0, integrator=integrator)
     env.reset()
     g = torch.Generator().manual_seed(0)
+    # Time spent inside mujoco.rollout, to split our step time into physics and overhead.
+    pool, physics = env.sim._pool, [0.0]
+    rollout_call = pool.rollout
+
+    def timed_rollout(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return rollout_call(*args, **kwargs)
+        finally:
+            physics[0] += time.perf_counter() - t0
+
+    pool.rollout = timed_rollout
 
     def run(steps: int) -> None:
         for _ in range(steps):
             env.step(torch.rand(num_envs, 8, generator=g) * 2 - 1)
 
+    run.physics_s = physics  # type: ignore[attr-defined]
     return run
 
 
@@ -115,6 +131,9 @@ def main() -> None:
     }
     for run in contenders.values():       # warm-up: allocations, first-touch, thread pools
         run(5)
+    for name, run in contenders.items():
+        if hasattr(run, "physics_s"):
+            run.physics_s[0] = 0.0
     elapsed = {k: 0.0 for k in contenders}
     steps = {k: 0 for k in contenders}
     for r in range(args.rounds):
@@ -147,6 +166,15 @@ def main() -> None:
     lines += [f"| {k} | {sps[k]:.0f} | {n * steps[k]} |" for k in contenders]
     lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
     lines += [f"| {name} | {value:.2f}x | {target} |" for name, value, target in ratios]
+    # Where our step time goes: inside mujoco.rollout (physics) vs everything else (Python/torch).
+    lines += ["", "| ours, per control step of 64 envs | physics (in rollout) | everything else | raw rollout step |",
+              "|---|---:|---:|---:|"]
+    for integ in ("implicitfast", "rk4"):
+        key = f"ours ({integ})"
+        per_step = elapsed[key] / steps[key] * 1e3
+        physics = contenders[key].physics_s[0] / steps[key] * 1e3
+        raw = elapsed[f"raw rollout ({integ})"] / steps[f"raw rollout ({integ})"] * 1e3
+        lines.append(f"| {integ} | {physics:.2f} ms | {per_step - physics:.2f} ms | {raw:.2f} ms |")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
