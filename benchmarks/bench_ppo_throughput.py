@@ -63,8 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=3 * N_STEPS * NUM_ENVS)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     ours, sb3 = [], []
     for r in range(args.repeats):
@@ -74,7 +76,7 @@ def main() -> None:
     ratio = median(ours) / median(sb3)
     line = (
         f"PPO {ENV_ID}, {NUM_ENVS} envs, {args.steps} steps x {args.repeats}: rlcourse {median(ours):.0f} steps/s, "
-        f"SB3 {median(sb3):.0f} steps/s, ratio {ratio:.2f} (target >= 2.0)"
+        f"SB3 {median(sb3):.0f} steps/s, ratio {ratio:.2f} (target >= 2.0), torch threads {args.threads}"
     )
     print(line)
     if not args.no_record:
@@ -85,5 +87,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     main()

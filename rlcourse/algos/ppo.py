@@ -165,7 +165,7 @@ class PPO(Algorithm):
             EmpiricalNormalization(spec.num_obs).to(self.device) if cfg.normalize_observations else nn.Identity()
         )
         # Adam eps 1e-5 instead of 1e-8 ("37 PPO details", item 3): steadier early updates.
-        self.optimizer = torch.optim.Adam(self.actor_critic.parameters(), lr=cfg.learning_rate, eps=1e-5, foreach=True)
+        self.optimizer = torch.optim.Adam(self.actor_critic.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.learning_rate = cfg.learning_rate
         self._make_storage()
 
