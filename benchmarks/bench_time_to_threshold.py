@@ -154,8 +154,12 @@ def main() -> None:
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = []
     for name in args.tasks.split(","):
@@ -178,7 +182,7 @@ def main() -> None:
         record(
             "Time to threshold",
             f"- machine: {machine_line()}\n- seeds {seeds}, evaluation every N steps on "
-            f"{args.eval_episodes} episodes (evaluation time excluded)\n" + "\n".join(lines)
+            f"{args.eval_episodes} episodes (evaluation time excluded), torch threads {args.threads}\n" + "\n".join(lines)
             + "\n- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`",
         )
 
