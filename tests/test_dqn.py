@@ -169,7 +169,8 @@ def test_cli_train_and_eval_round_trip(run_cli, tmp_path) -> None:
     proc = run_cli(
         ["train", "dqn", "--env", "CartPole-v1", "--num-envs", "2", "--total-steps", "400", "--seed", "1",
          "--run-dir", str(run_dir), "--eval-episodes", "2", "--no-progress",
-         "--set", "hidden=[16,16]", "--set", "learning_starts=100", "--set", "batch_size=16"],
+         "--set", "hidden=[16,16]", "--set", "learning_starts=100", "--set", "batch_size=16",
+         "--set", "num_steps_per_env=4", "--set", "gradient_steps=2"],
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr
