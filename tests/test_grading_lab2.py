@@ -9,13 +9,8 @@ batch is graded once and shared by the slow tests.
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 import textwrap
 import time
@@ -27,8 +22,10 @@ import pytest
 import torch
 
 from rlcourse.algos import ppo as reference
-from rlcourse.grading import lab2, pipeline, release
+from rlcourse.grading import lab2, pipeline
 from rlcourse.grading.feedback import RedactHiddenTests
+
+from grading_helpers import copy_course, digest, example, grade_batch, points, with_cell
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab2_ppo"
@@ -41,8 +38,13 @@ def gae_ignores_lambda(rewards, values, dones, last_values, gamma, lam):
     return reference.compute_gae(rewards, values, dones, last_values, gamma, 1.0)
 
 
+def gae_hardcoded_lambda(rewards, values, dones, last_values, gamma, lam):
+    # The bug the slow test submits (see WRONG_GAE_CELL).
+    return reference.compute_gae(rewards, values, dones, last_values, gamma, 0.8)
+
+
 def gae_forgets_gamma(rewards, values, dones, last_values, gamma, lam):
-    # The bug the slow test submits (see WRONG_GAE_CELL): lambda instead of gamma * lambda.
+    # lambda instead of gamma * lambda in the recursion.
     return reference.compute_gae(rewards, values, dones, last_values, gamma, lam / gamma)
 
 
@@ -102,6 +104,7 @@ def test_gae_check_accepts_the_reference() -> None:
     [
         (gae_ignores_lambda, "advantages differ"),
         (gae_forgets_gamma, "advantages differ"),
+        (gae_hardcoded_lambda, "advantages differ"),
         (gae_no_bootstrap, "advantages differ"),
         (gae_ignores_dones, "advantages differ"),
         (gae_returns_without_values, "returns differ"),
@@ -243,9 +246,9 @@ def test_collect_copies_submissions_and_replaces_stale_copies(tmp_path: Path) ->
     stale = course / pipeline.SUBMITTED_RELPATH / "alice" / LAB / "old_file.txt"
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier batch")
-    before = _digest(source)
+    before = digest(source)
     assert pipeline.collect(course, LAB, source) == ["alice", "bob"]
-    assert _digest(source) == before
+    assert digest(source) == before
     copied = course / pipeline.SUBMITTED_RELPATH
     assert (copied / "bob" / LAB / NOTEBOOK).read_text() == "bob's work"
     assert not stale.exists()
@@ -302,96 +305,48 @@ def test_run_with_timeout_returns_the_exit_status(tmp_path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- the full pipeline
-# A common slip: the recursion uses lambda where it needs gamma * lambda. It is clearly wrong
-# on the hidden inputs (gamma = 0.5 there), yet in training it only acts like a slightly
-# larger lambda (0.8 / 0.98 for the CartPole preset), so PPO still learns: a submission
-# with this bug must lose the GAE points and nothing else. Measured: it trains past the pass
-# mark on seeds 0 and 1 (see the lab 2 report). Dropping lambda altogether (lambda = 1) is not
-# a fair probe: with it the graded seed reaches only ~260, close to the pass mark.
+# A realistic slip that must cost the GAE points and nothing else: lambda hard-coded to the
+# CartPole preset's 0.8 instead of taken from the argument. The hidden checks call compute_gae
+# with other lambdas and catch it; the graded training passes lam=0.8, so the run is
+# bit-identical to the reference solution's and must pass. (An earlier probe, lambda in place of
+# gamma * lambda, changed the training trajectory like a new seed would, and on the CI machine
+# that seed fell below the pass mark: a probe must not depend on training luck.)
 WRONG_GAE_CELL = '''
 def compute_gae(rewards, values, dones, last_values, gamma, lam):
+    lam = 0.8  # bug: the preset's value hard-coded
     T = rewards.shape[0]
     not_done = 1.0 - dones.float()
     advantages = torch.zeros_like(rewards)
-    gae = torch.zeros_like(last_values)
+    next_advantage = torch.zeros_like(last_values)
+    next_values = last_values
     for t in reversed(range(T)):
-        next_values = last_values if t == T - 1 else values[t + 1]
-        delta = rewards[t] + gamma * next_values * not_done[t] - values[t]
-        gae = delta + lam * not_done[t] * gae  # bug: should be gamma * lam
-        advantages[t] = gae
-    return advantages, advantages + values
+        delta = rewards[t] + gamma * not_done[t] * next_values - values[t]
+        next_advantage = delta + gamma * lam * not_done[t] * next_advantage
+        advantages[t] = next_advantage
+        next_values = values[t]
+    returns = advantages + values
+    return advantages, returns
 '''.strip()
-
-
-def _copy_course(dest: Path) -> Path:
-    """The course as a fresh clone has it (no nbgrader state)."""
-    state = {"submitted", "autograded", "feedback", "gradebook.db", "grades.csv", "summary.csv", ".work"}
-    shutil.copytree(REPO / "solutions", dest / "solutions", ignore=shutil.ignore_patterns("runs", ".ipynb_checkpoints"))
-    shutil.copytree(REPO / "labs", dest / "labs")
-    shutil.copytree(REPO / "autograder", dest / "autograder", ignore=lambda d, names: [n for n in names if n in state])
-    return dest
-
-
-def _with_cell(nb: nbformat.NotebookNode, grade_id: str, source: str | None) -> nbformat.NotebookNode:
-    """A copy of ``nb`` with cell ``grade_id``'s source replaced (``None``: the cell deleted)."""
-    nb = nbformat.from_dict(json.loads(json.dumps(nb)))
-    cells = []
-    for cell in nb.cells:
-        if cell.metadata.get("nbgrader", {}).get("grade_id") == grade_id:
-            if source is None:
-                continue
-            cell.source = source
-        cells.append(cell)
-    nb.cells = cells
-    return nb
-
-
-def _digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """One `rlcourse grade lab2_ppo` over the examples plus three test students, in a course copy."""
-    course = _copy_course(tmp_path_factory.mktemp("course"))
-    examples = course / "autograder" / "examples"
-    complete = nbformat.read(examples / "example_complete" / LAB / NOTEBOOK, as_version=4)
-    partial = nbformat.read(examples / "example_partial" / LAB / NOTEBOOK, as_version=4)
+    course = copy_course(tmp_path_factory.mktemp("course"))
+    complete = example(course, "example_complete", LAB, NOTEBOOK)
+    partial = example(course, "example_partial", LAB, NOTEBOOK)
     students = {
         # The instructor's notebook itself, hidden tests and solution markers included.
         "source_notebook": nbformat.read(course / "solutions" / LAB / NOTEBOOK, as_version=4),
-        "wrong_gae": _with_cell(complete, "compute_gae", WRONG_GAE_CELL),
+        "wrong_gae": with_cell(complete, "compute_gae", WRONG_GAE_CELL),
         # GAE right, surrogate missing, and the GAE test cell deleted: it must come back and score.
-        "deleted_test_cell": _with_cell(partial, "test_gae", None),
+        "deleted_test_cell": with_cell(partial, "test_gae", None),
     }
-    for student, nb in students.items():
-        (examples / student / LAB).mkdir(parents=True)
-        nbformat.write(nb, examples / student / LAB / NOTEBOOK)
-    before = _digest(examples)
-
-    env = dict(os.environ, RLCOURSE_NO_PROGRESS="1", PYTHONUNBUFFERED="1")
-    env.pop(lab2.PINS_ENV_VAR, None)
-    start = time.perf_counter()
-    # --timeout 1800: each training student needs ~1.5 min on a quiet 2-core machine, but over
-    # ten minutes when the machine is shared with other jobs; a timeout here would be a false alarm.
-    proc = subprocess.run(
-        [str(Path(sys.executable).with_name("rlcourse")), "grade", LAB, "--course-dir", str(course), "--timeout", "1800"],
-        cwd=course, env=env, capture_output=True, text=True, timeout=7200, stdin=subprocess.DEVNULL,
-    )
-    seconds = time.perf_counter() - start
-    assert proc.returncode == 0, f"rlcourse grade failed:\n{proc.stdout}\n{proc.stderr}"
-    with open(course / "autograder" / "summary.csv", newline="") as f:
-        summary = {row["student"]: row for row in csv.DictReader(f)}
-    with open(course / "autograder" / "grades.csv", newline="") as f:
-        grades = {row["student_id"]: row for row in csv.DictReader(f)}
-    print(f"\n[lab2 grading batch: {seconds:.0f} s]\n{proc.stdout}")
-    return {"course": course, "proc": proc, "summary": summary, "grades": grades, "before": before,
-            "after": _digest(examples), "examples": examples}
+    return grade_batch(course, LAB, students, NOTEBOOK)
 
 
 def _points(row: dict[str, str]) -> dict[str, float]:
-    return {cell: float(row[cell]) for cell in ("test_gae", "test_surrogate", "test_training")}
+    return points(row, ("test_gae", "test_surrogate", "test_training"))
 
 
 @pytest.mark.slow
