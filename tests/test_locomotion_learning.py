@@ -28,10 +28,14 @@ def forward_distance(policy, episodes: int = 8, episode_length: int = 200, seed:
 def test_ppo_walks_forward_on_ant():
     env = make("Ant", num_envs=128, seed=0)
     agent = rlcourse.PPO(env, seed=0)                      # presets/ppo.yaml "Ant"
-    agent.learn(204_800, eval_episodes=0, progress=False)           # 100 iterations
+    agent.learn(300 * 128 * 16, eval_episodes=0, progress=False)   # 300 iterations, 614,400 steps
     baseline = forward_distance(lambda obs: torch.zeros(obs.shape[0], 8))
     walked = forward_distance(agent.inference_policy())
-    # Standing still moves ~0 m. Measured with seed 0: 2.7 m in 10 s (0.27 m/s) after 204,800
-    # steps; the full preset (1M steps) reaches ~2 m/s.
+    print(f"forward distance {walked:.2f} m in 10 s (standing still: {baseline:.2f} m)")
+    # Standing still moves ~0 m. How far the deterministic policy walks in 10 s (200 control
+    # steps), measured on 2 CPU cores: after 100 iterations it is anywhere from 0.1 to 2.7 m
+    # (runs that differ only in floating-point details, e.g. the CPU model, land far apart);
+    # the gait appears between 150 and 250 iterations: seeds 1 / 2 walked 0.9 / 0.3 m after 150,
+    # 1.2 / 0.6 m after 200 and 9.4 / 6.9 m after 250. The full preset (1M steps) reaches ~2 m/s.
     assert abs(baseline) < 0.3
-    assert walked > 1.0, f"forward distance {walked:.2f} m in 10 s"
+    assert walked > 2.0, f"forward distance {walked:.2f} m in 10 s"
