@@ -61,7 +61,7 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
         # Building the hyperparameter table imports every algorithm (and torch): only for --help.
         epilog=_hyperparameter_epilog() if with_epilog else None,
     )
-    t.add_argument("algo", help="algorithm: ppo")
+    t.add_argument("algo", help="algorithm: ppo, dqn, ddpg or sac (their hyperparameters are listed below)")
     t.add_argument("--env", default=None, help="environment id (rlcourse task or gymnasium id)")
     t.add_argument("--num-envs", type=_positive_int, default=None, help="parallel environments (default: preset)")
     t.add_argument("--total-steps", type=_positive_int, default=None, help="environment steps (default: preset)")
