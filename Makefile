@@ -21,15 +21,27 @@ help:
 	@echo "make pin        regenerate autograder/pinned_metrics.json from the solutions"
 	@echo "make labs       regenerate the student notebooks in labs/ from solutions/"
 
-# Offscreen MuJoCo rendering needs Mesa's EGL (or OSMesa); installed once with apt when missing.
+# System packages, installed with apt (sudo only when not root) when missing:
+# - Offscreen MuJoCo rendering needs Mesa's EGL (or OSMesa).
+# - The browser test (tests/test_browser_lab3.py) drives Debian's chromium through Playwright;
+#   Playwright never downloads a browser of its own.
 SYSDEPS := libegl1 libegl-mesa0 libgl1 libosmesa6
+BROWSER := chromium
 
-$(STAMP): pyproject.toml
-	@if ! ldconfig -p | grep -q 'libEGL.so.1' && command -v apt-get >/dev/null; then \
-		echo "installing system packages: $(SYSDEPS)"; \
-		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get update -qq && \
-		$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo) apt-get install -y -qq $(SYSDEPS) >/dev/null; \
+.PHONY: sysdeps
+sysdeps:
+	@missing=""; \
+	{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libEGL.so.1' || missing="$(SYSDEPS)"; \
+	command -v $(BROWSER) >/dev/null || missing="$$missing $(BROWSER)"; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
+		sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
+		echo "installing system packages:$$missing"; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+# Order-only: checked (cheaply) before every target that needs the venv, without forcing a reinstall.
+$(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
@@ -41,8 +53,11 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(VENV)/bin/rlcourse train $(ALGO) --env $(ENV) $(ARGS)
 
+# Two worker processes, one test file each at a time (module fixtures such as a grading batch
+# stay in one process): the long tests are single-threaded, so this uses both cores.
+# PYTEST_ARGS="-n 0" runs everything in one process.
 test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
