@@ -112,6 +112,25 @@ def is_terminated(env: Any) -> torch.Tensor:
     return env.terminated.float()
 
 
+# Terms that are not in the default reward (Isaac Lab ``mdp`` style). Lab 3 builds its reward
+# from five terms: forward_velocity, is_alive, energy, flat_orientation_l2 and is_terminated.
+
+
+def forward_velocity(env: Any) -> torch.Tensor:
+    """Torso velocity along the world +x axis (toward the target), m/s."""
+    return env.root_lin_vel_w[:, 0]
+
+
+def is_alive(env: Any) -> torch.Tensor:
+    """1 on every step except the one on which the episode terminates (Isaac Lab ``is_alive``)."""
+    return (~env.terminated).float()
+
+
+def flat_orientation_l2(env: Any) -> torch.Tensor:
+    """Squared x, y components of gravity in the body frame: sin^2(tilt), 0 when level."""
+    return env.projected_gravity_b[:, :2].pow(2).sum(dim=1)
+
+
 class AntEnv(MujocoLocomotionEnv):
     """IsaacGymEnvs-style Ant on MuJoCo; see the module docstring for spaces and rewards.
 
