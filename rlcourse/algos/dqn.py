@@ -1,7 +1,7 @@
 """Deep Q-Network (Mnih et al. 2015, Nature 518) with the Double-DQN target (van Hasselt et al. 2016).
 
 Reads top to bottom:
-  1. the formulas a lab can replace: the TD targets, epsilon-greedy and its schedule;
+  1. the formulas lab 1 replaces: the TD targets, the Huber loss, epsilon-greedy (and its schedule);
   2. the hyperparameters (every field has a one-line description);
   3. the algorithm: ``act -> process_env_step -> update`` on a replay buffer.
 
@@ -64,6 +64,26 @@ def double_dqn_target(
     return rewards + gamma * (1.0 - dones) * next_q_target.gather(1, best).squeeze(1)
 
 
+def huber_loss(predictions: torch.Tensor, targets: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+    """Mean Huber loss of the TD errors ``x = predictions - targets``.
+
+    Per element: ``0.5 * x^2`` where ``|x| <= delta``, else ``delta * (|x| - 0.5 * delta)``. The
+    two branches meet with the same value and slope at ``|x| = delta``, so the gradient is the
+    TD error itself for small errors and is capped at ``delta`` in magnitude for large ones: a
+    single surprising transition cannot produce a huge update (Mnih et al. 2015). With
+    ``delta = 1`` this is PyTorch's ``smooth_l1_loss``.
+
+    Args:
+        predictions: ``(B,)`` ``Q(s, a)`` of the sampled transitions.
+        targets: ``(B,)`` TD targets (no gradient flows into them).
+        delta: where the loss turns from quadratic to linear.
+
+    Returns:
+        A 0-dim tensor, the mean over the batch.
+    """
+    return F.huber_loss(predictions, targets, reduction="mean", delta=delta)
+
+
 def epsilon_greedy(q_values: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
     """With probability ``epsilon`` a uniformly random action, otherwise ``argmax_a Q(s, a)``, per row.
 
@@ -115,6 +135,7 @@ class DQNConfig:
     exploration_final_eps: float = _h(0.05, "epsilon after the schedule")
     exploration_fraction: float = _h(0.1, "fraction of total_steps over which epsilon decays linearly")
     normalize_observations: bool = _h(False, "running mean/std observation normalizer (saved with the policy)")
+    huber_delta: float = _h(1.0, "TD error at which the Huber loss turns from quadratic to linear")
     hidden: tuple = _h((256, 256), "hidden layer sizes of the Q-network")
     activation: str = _h("relu", "hidden activation: elu, tanh, relu or selu")
     checkpoint_replay_buffer: bool = _h(True, "save the replay buffer in checkpoints (exact resume; large for big buffers)")
@@ -134,6 +155,8 @@ class DQNConfig:
             raise ValueError(f"DQNConfig.lr_schedule must be constant or linear, got {self.lr_schedule!r}")
         if self.learning_rate <= 0:
             raise ValueError("DQNConfig.learning_rate must be > 0")
+        if self.huber_delta <= 0:
+            raise ValueError(f"DQNConfig.huber_delta must be > 0, got {self.huber_delta}")
 
 
 # --------------------------------------------------------------------------- the algorithm
@@ -147,8 +170,10 @@ class DQN(Algorithm):
         agent.learn(100_000)
         agent.save("dqn_cartpole.pt")
 
-    Lab hook: ``target_fn`` replaces :func:`double_dqn_target` (or :func:`dqn_target`
-    when ``double_dqn=False``) with a student's function of the same signature.
+    Lab hooks (lab 1), each a student's function with the signature of the one it replaces:
+    ``target_fn`` replaces :func:`double_dqn_target` (or :func:`dqn_target` when
+    ``double_dqn=False``; ``None`` picks the library's by the config), ``epsilon_fn``
+    replaces :func:`epsilon_greedy` and ``loss_fn`` replaces :func:`huber_loss`.
     """
 
     name = "dqn"
@@ -161,9 +186,13 @@ class DQN(Algorithm):
         device: str | torch.device | None = None,
         preset: str | None = "auto",
         target_fn: Callable[..., torch.Tensor] | None = None,
+        epsilon_fn: Callable[..., torch.Tensor] = epsilon_greedy,
+        loss_fn: Callable[..., torch.Tensor] = huber_loss,
         **hyperparameters: Any,
     ) -> None:
         self.target_fn = target_fn
+        self.epsilon_fn = epsilon_fn
+        self.loss_fn = loss_fn
         super().__init__(env, seed=seed, device=device, preset=preset, **hyperparameters)
 
     def _build(self) -> None:
@@ -208,7 +237,11 @@ class DQN(Algorithm):
             actions = actions.to(self.device)
         else:
             q_values = self.q_network(self.obs_normalizer(obs))
-            actions = epsilon_greedy(q_values, self.epsilon, self.generator)
+            actions = self.epsilon_fn(q_values, self.epsilon, self.generator)
+            if actions.shape != (obs.shape[0],):
+                raise ValueError(f"epsilon_fn must return one action per env, shape ({obs.shape[0]},); "
+                                 f"got {tuple(actions.shape)}")
+            actions = actions.to(self.device, torch.int64)
         self._actions = actions
         return actions
 
@@ -256,7 +289,7 @@ class DQN(Algorithm):
             q = self.q_network(obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
             # Huber loss: quadratic for small TD errors, linear for large ones, so a single
             # surprising transition cannot produce a huge gradient (Mnih et al. 2015).
-            loss = F.smooth_l1_loss(q, target)
+            loss = self.loss_fn(q, target, cfg.huber_delta)
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()

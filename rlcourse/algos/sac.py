@@ -1,8 +1,9 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1801.01290 and arXiv:1812.05905).
 
 Reads top to bottom:
-  1. the formulas a lab can replace: the soft Bellman target, the log-probability of
-     a tanh-squashed Gaussian, and the temperature loss;
+  1. the formulas lab 5 replaces: the soft Bellman target, the log-probability of
+     a tanh-squashed Gaussian, and the temperature loss (and ``polyak_update`` from
+     :mod:`rlcourse.algos.common`);
   2. the hyperparameters (every field has a one-line description);
   3. the algorithm: ``act -> process_env_step -> update`` on a replay buffer.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -122,16 +123,22 @@ class SquashedGaussianActor(nn.Module):
         return self.mean(h), self.log_std(h).clamp(self.LOG_STD_MIN, self.LOG_STD_MAX)
 
     def sample(
-        self, obs: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        obs: torch.Tensor,
+        generator: torch.Generator | None = None,
+        log_prob_fn: Callable[..., torch.Tensor] = squashed_gaussian_log_prob,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """A reparameterized sample ``a = tanh(mean + std * eps)`` in ``[-1, 1]`` and its ``log pi(a|s)``."""
+        """A reparameterized sample ``a = tanh(mean + std * eps)`` in ``[-1, 1]`` and its ``log pi(a|s)``.
+
+        ``log_prob_fn`` computes the log-probability (default :func:`squashed_gaussian_log_prob`).
+        """
         mean, log_std = self(obs)
         # Reparameterization trick: the randomness eps is an input, so gradients flow
         # through mean and std into the actor (the policy loss differentiates through a).
         device = generator.device if generator is not None else mean.device
         eps = torch.randn(mean.shape, generator=generator, device=device).to(mean.device)
         pre_tanh = mean + log_std.exp() * eps
-        return torch.tanh(pre_tanh), squashed_gaussian_log_prob(pre_tanh, mean, log_std)
+        return torch.tanh(pre_tanh), log_prob_fn(pre_tanh, mean, log_std)
 
 
 # --------------------------------------------------------------------------- hyperparameters
@@ -187,10 +194,33 @@ class SAC(Algorithm):
         env = rlcourse.envs.make("Pendulum-v1", num_envs=1, seed=0)
         agent = SAC(env, seed=0)          # starts from presets/sac.yaml for Pendulum-v1
         agent.learn(20_000)
+
+    Lab hooks (lab 5), each a student's function with the signature of the one it replaces:
+    ``target_fn`` replaces :func:`sac_critic_target`, ``log_prob_fn``
+    :func:`squashed_gaussian_log_prob`, ``temperature_loss_fn`` :func:`temperature_loss`
+    and ``polyak_fn`` :func:`~rlcourse.algos.common.polyak_update`.
     """
 
     name = "sac"
     Config = SACConfig
+
+    def __init__(
+        self,
+        env: Any,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        preset: str | None = "auto",
+        target_fn: Callable[..., torch.Tensor] = sac_critic_target,
+        log_prob_fn: Callable[..., torch.Tensor] = squashed_gaussian_log_prob,
+        temperature_loss_fn: Callable[..., torch.Tensor] = temperature_loss,
+        polyak_fn: Callable[..., None] = polyak_update,
+        **hyperparameters: Any,
+    ) -> None:
+        self.target_fn = target_fn
+        self.log_prob_fn = log_prob_fn
+        self.temperature_loss_fn = temperature_loss_fn
+        self.polyak_fn = polyak_fn
+        super().__init__(env, seed=seed, device=device, preset=preset, **hyperparameters)
 
     def _build(self) -> None:
         cfg, spec = self.cfg, self.spec
@@ -276,9 +306,9 @@ class SAC(Algorithm):
 
             # Critics: regress both Q(s, a) on the soft Bellman target.
             with torch.no_grad():
-                next_actions, next_log_prob = self.actor.sample(next_obs, self.generator)
+                next_actions, next_log_prob = self.actor.sample(next_obs, self.generator, self.log_prob_fn)
                 next_q = self.critic_targets(next_obs, next_actions)
-                target = sac_critic_target(
+                target = self.target_fn(
                     batch.rewards, next_q[0], next_q[1], next_log_prob, batch.dones, cfg.gamma, alpha
                 )
             q = self.critics(obs, batch.actions)
@@ -288,7 +318,7 @@ class SAC(Algorithm):
             self.critic_optimizer.step()
 
             # Actor: maximize min-Q of a fresh reparameterized action plus its entropy.
-            actions, log_prob = self.actor.sample(obs, self.generator)
+            actions, log_prob = self.actor.sample(obs, self.generator, self.log_prob_fn)
             # The critics only pass the gradient on to the actions here: freezing their
             # parameters skips computing gradients that would be thrown away.
             self.critics.requires_grad_(False)
@@ -301,14 +331,14 @@ class SAC(Algorithm):
 
             # Temperature: move the policy's entropy towards the target.
             if cfg.autotune_alpha:
-                alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+                alpha_loss = self.temperature_loss_fn(self.log_alpha, log_prob, self.target_entropy)
                 self.alpha_optimizer.zero_grad(set_to_none=True)
                 alpha_loss.backward()
                 self.alpha_optimizer.step()
                 sums["alpha_loss"] += alpha_loss.detach()
 
             # CHOICE: target critics follow every gradient step (SB3, CleanRL's default).
-            polyak_update(self.critic_targets, self.critics, cfg.tau)
+            self.polyak_fn(self.critic_targets, self.critics, cfg.tau)
             self.num_updates += 1
             sums["critic_loss"] += critic_loss.detach()
             sums["actor_loss"] += actor_loss.detach()
