@@ -74,7 +74,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import mujoco
 import numpy as np
@@ -330,10 +330,52 @@ class DomainRandomization:
         self.max_latency = int(lat.range[1]) if lat else 0
         self.latency = torch.zeros(n, dtype=torch.long, device=device)
         self._action_buf = torch.zeros(n, self.max_latency + 1, num_actions, device=device)
+        # Optional user functions (see override()); None = the built-in implementation.
+        self._sample_fn: Callable[..., Any] | None = None
+        self._randomize_fn: Callable[..., Any] | None = None
+        self._obs_noise_fn: Callable[..., Any] | None = None
+        self._draw_latency_fn: Callable[..., Any] | None = None
+        self._latency_buffer: Any = None
 
     @property
     def enabled(self) -> bool:
         return bool(self.terms)
+
+    def override(
+        self,
+        sample: Callable[..., Any] | None = None,
+        randomize: Callable[..., Any] | None = None,
+        obs_noise: Callable[..., Any] | None = None,
+        draw_latency: Callable[..., Any] | None = None,
+        latency_buffer: Callable[..., Any] | None = None,
+    ) -> None:
+        """Replace parts of the built-in implementation with your own functions (lab 4).
+
+        Args:
+            sample: ``sample(distribution, low, high, size, generator) -> tensor`` draws the
+                raw values of a term (``low, high`` = ``mean, std`` for ``gaussian``).
+            randomize: ``randomize(nominal, draws, operation) -> tensor`` applies them to the
+                nominal value (``scaling`` multiplies, ``additive`` adds).
+            obs_noise: ``obs_noise(obs, mean, std, generator) -> noisy obs`` for a gaussian
+                ``obs_noise`` term; the env adds the noise this function adds to an all-zero
+                observation (the same noise goes into ``extras["final_obs"]``).
+            draw_latency: ``draw_latency(low, high, n, generator) -> LongTensor`` of per-env delays.
+            latency_buffer: a class ``latency_buffer(num_envs, num_actions, max_latency)`` with
+                ``reset(env_ids, delays)`` and ``step(actions) -> delayed actions``.
+
+        Every value drawn so far is drawn again with the new functions (as at construction).
+        """
+        self._sample_fn = sample
+        self._randomize_fn = randomize
+        self._obs_noise_fn = obs_noise
+        self._draw_latency_fn = draw_latency
+        self._latency_buffer = None
+        if latency_buffer is not None:
+            self._latency_buffer = latency_buffer(self.num_envs, self.num_actions, self.max_latency)
+        self.startup()
+        if self._latency_buffer is not None:
+            all_ids = torch.arange(self.num_envs, device=self.device)
+            self._latency_buffer.reset(all_ids, self.latency.clone())
 
     # ------------------------------------------------------------------ sampling
     def _schedule(self, t: Term) -> float:
@@ -345,7 +387,11 @@ class DomainRandomization:
         """Draw values for term ``t`` (schedule applied), as float64 NumPy."""
         lo, hi = t.range
         g = self.generator
-        if t.distribution == "uniform":
+        if self._sample_fn is not None:
+            x = torch.as_tensor(self._sample_fn(t.distribution, lo, hi, tuple(shape), g), dtype=torch.float64)
+            if tuple(x.shape) != tuple(shape):
+                raise ValueError(f"the sample function returned shape {tuple(x.shape)} for size {tuple(shape)}")
+        elif t.distribution == "uniform":
             x = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
         elif t.distribution == "loguniform":
             x = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(shape, generator=g, dtype=torch.float64))
@@ -357,6 +403,10 @@ class DomainRandomization:
         return x.numpy()
 
     def _apply(self, x: np.ndarray, nominal: np.ndarray, t: Term) -> np.ndarray:
+        if self._randomize_fn is not None:
+            out = self._randomize_fn(torch.as_tensor(nominal, dtype=torch.float64),
+                                     torch.as_tensor(x, dtype=torch.float64), t.operation)
+            return torch.as_tensor(out, dtype=torch.float64).numpy()
         return nominal * x if t.operation == "scaling" else nominal + x
 
     # ------------------------------------------------------------------ physics
@@ -440,7 +490,10 @@ class DomainRandomization:
                 self._randomize_physics(name, env_ids)
         if "action_latency" in self.terms and self.terms["action_latency"].mode == "reset":
             self._draw_latency(env_ids)
-        self._action_buf[torch.as_tensor(env_ids, device=self.device)] = 0.0
+        ids = torch.as_tensor(env_ids, device=self.device)
+        self._action_buf[ids] = 0.0
+        if self._latency_buffer is not None:
+            self._latency_buffer.reset(ids, self.latency[ids].clone())
 
     def on_step(self) -> bool:
         """Advance the step counter; apply due interval terms. Returns True if a push changed the state."""
@@ -470,7 +523,12 @@ class DomainRandomization:
 
     def _draw_latency(self, env_ids: np.ndarray) -> None:
         lo, hi = (int(v) for v in self.terms["action_latency"].range)
-        k = torch.randint(lo, hi + 1, (len(env_ids),), generator=self.generator)
+        if self._draw_latency_fn is not None:
+            k = torch.as_tensor(self._draw_latency_fn(lo, hi, len(env_ids), self.generator), dtype=torch.long)
+            if k.shape != (len(env_ids),) or bool(((k < 0) | (k > self.max_latency)).any()):
+                raise ValueError(f"draw_latency must return {len(env_ids)} integers in [0, {self.max_latency}]")
+        else:
+            k = torch.randint(lo, hi + 1, (len(env_ids),), generator=self.generator)
         self.latency[torch.as_tensor(env_ids, device=self.device)] = k.to(self.device)
         self.values["action_latency"] = self.latency.cpu().numpy()
 
@@ -486,6 +544,8 @@ class DomainRandomization:
         """The action each env's actuators receive this step: the one from ``latency[i]`` steps ago."""
         if self.max_latency == 0:
             return actions
+        if self._latency_buffer is not None:
+            return torch.as_tensor(self._latency_buffer.step(actions), dtype=actions.dtype, device=actions.device)
         self._action_buf = torch.roll(self._action_buf, shifts=1, dims=1)
         self._action_buf[:, 0] = actions
         return self._action_buf[torch.arange(self.num_envs, device=self.device), self.latency]
@@ -495,4 +555,11 @@ class DomainRandomization:
         t = self.terms.get("obs_noise")
         if t is None:
             return None
+        if self._obs_noise_fn is not None and t.distribution == "gaussian":
+            s = self._schedule(t)
+            zeros = torch.zeros(shape, dtype=torch.float32, device=self.device)
+            noise = torch.as_tensor(self._obs_noise_fn(zeros, s * t.range[0], s * t.range[1], self.generator))
+            if tuple(noise.shape) != tuple(shape):
+                raise ValueError(f"the observation-noise function returned shape {tuple(noise.shape)} for {tuple(shape)}")
+            return noise.to(self.device, torch.float32)
         return torch.from_numpy(self.sample(t, shape)).to(self.device, torch.float32)

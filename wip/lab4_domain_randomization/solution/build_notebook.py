@@ -1,0 +1,463 @@
+"""Write ``lab4_domain_randomization.ipynb``, the nbgrader source notebook of lab 4, from the cells below.
+
+The committed notebook is the source of truth; this script is a convenient way to edit it
+as plain Python (run it, then ``python -m rlcourse.grading.release lab4_domain_randomization``
+to regenerate the student version and ``rlcourse pin lab4_domain_randomization`` if the
+training cell changed). nbgrader does not copy ``build_*.py`` into the student release.
+
+    python solutions/lab4_domain_randomization/build_notebook.py
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+LAB = "lab4_domain_randomization"
+
+
+def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,
+          points: int = 0) -> dict:
+    nb = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
+    if grade:
+        nb["points"] = points
+    return {"nbgrader": nb}
+
+
+def md(grade_id: str, text: str) -> nbformat.NotebookNode:
+    """A read-only markdown cell."""
+    return new_markdown_cell(text.strip("\n"), metadata=_meta(grade_id, locked=True))
+
+
+def code(grade_id: str, text: str, **flags) -> nbformat.NotebookNode:
+    return new_code_cell(text.strip("\n"), metadata=_meta(grade_id, **flags))
+
+
+HEADER = r"""
+# Lab 4: Domain randomization
+
+Lecture 7 showed randomization as a config (`{"mass": {"range": [0.8, 1.2]}, ...}`) and
+`rlcourse.evaluate_robustness`. In this lab you write the machinery *behind* such a config,
+plug it into the 12-joint `Quadruped` environment, and measure whether it buys robustness:
+
+1. **Sampling randomization parameters**: `sample(distribution, low, high, size, generator)` for
+   `uniform`, `loguniform` and `gaussian` draws, and `randomize(nominal, draws, operation)`
+   for the `scaling` and `additive` operations.
+2. **Observation noise and action latency**: `add_obs_noise(obs, mean, std, generator)`,
+   `draw_latency(low, high, n, generator)` and the buffer class `ActionLatency` that delays each
+   environment's actions by its own number of control steps.
+3. **Training**: PPO on the quadruped twice, once on the nominal robot and once with randomized
+   mass, friction, observation noise and latency through *your* functions, then both policies on
+   a friction x mass grid of fixed robots.
+
+Write code only between the `# YOUR CODE HERE` marks (replace `raise NotImplementedError()`).
+Every other code cell is locked; if you break or delete one, the grader restores it.
+
+**Points (10 in total)**
+
+| cell | points | what is checked |
+|---|---|---|
+| `test_sampler` | 4 | the visible checks below, and hidden ones: shapes, dtype, bounds and `low == high` exactly; mean, standard deviation (of the logarithm, for `loguniform`) and median of 200,000 draws within 6 standard errors of the distribution's; the same seed gives the same draws, and only `generator` is used; `randomize` exactly |
+| `test_noise_latency` | 3 | the visible checks below, and hidden ones: statistics of the noise on 200,000 elements, independence between elements; the delay frequencies (both ends of the range included); `ActionLatency` step by step against the reference on a fixed action sequence with resets in the middle |
+| `test_training` | 3 | your functions randomize the quadruped while PPO trains (seed 0, ~2-4 minutes for both runs and the sweeps); over the friction x mass grid, the randomized policy's **worst cell** must reach the pass mark pinned in `autograder/pinned_metrics.json` **and** beat the nominal policy's worst cell. The pass mark is set so that a correct solution passes on any seed. |
+
+A test cell gives all of its points or none. The training uses your functions, so an error
+in them can cost more than one cell; fix the function tests first.
+Run the notebook top to bottom (*Kernel > Restart and Run All*) before you submit.
+"""
+
+SETUP = r"""
+import math
+import random
+import warnings
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+import rlcourse
+
+# Warnings go to stderr, and the grader counts any stderr output in a test cell as a failure.
+warnings.filterwarnings("ignore")
+torch.set_num_threads(1)  # small networks: one thread is fastest, and results do not depend on the core count
+torch.set_printoptions(precision=4, sci_mode=False)
+"""
+
+SAMPLER_TEXT = r"""
+## 1. Sampling randomization parameters
+
+Every term of a randomization config says *how* to draw a value and *what to do* with it:
+
+```python
+{"mass":     {"range": [0.5, 2.0], "operation": "scaling"},                # m = m_nominal * U(0.5, 2.0)
+ "friction": {"range": [0.25, 2.0], "distribution": "loguniform"},         # mu = mu_nominal * logU(0.25, 2)
+ "gravity":  {"range": [0.0, 0.4], "distribution": "gaussian", "operation": "additive"}}  # g + N(0, 0.4^2)
+```
+
+**Distributions.** `range` holds `[low, high]` for `uniform` and `loguniform`, but `[mean, std]`
+for `gaussian` (the IsaacGymEnvs convention; the second number is a standard deviation, not a bound).
+
+* `uniform(low, high)`: $x = a + (b - a)\,u$ with $u \sim U(0, 1)$.
+* `loguniform(low, high)` (both $> 0$): $\log x$ is uniform on $[\log a, \log b]$, so
+  $x = \exp\big(\log a + (\log b - \log a)\,u\big)$. A scale factor between $1/4$ and $2$ is then
+  as likely to halve the value as to double it; on a plain uniform most draws would be above 1.
+  The median is the geometric mean $\sqrt{ab}$.
+* `gaussian(mean, std)`: $x = \mu + \sigma z$ with $z \sim N(0, 1)$. Unbounded: good for sensor
+  noise, dangerous for a mass (a wide Gaussian scale sometimes gives a negative mass).
+
+A range with `low == high` (or `std = 0`) must give exactly that value: `evaluate_robustness`
+pins every env to one grid value that way.
+
+**Operations.** `scaling` multiplies the *nominal* value by the draw, `additive` adds it.
+Always start from the nominal value, never from the previous draw: otherwise the parameters
+drift away in a random walk over resets.
+
+**Randomness you can repeat.** Draw only from the `torch.Generator` you are given (pass
+`generator=generator` to `torch.rand` / `torch.randn` / `torch.randint`). The environment owns that
+generator and seeds it, so the same seed gives the same robots; the global random state
+(`torch.manual_seed`, `np.random`) belongs to the learner and must not be touched.
+
+Implement both functions. `sample` returns a `float64` tensor of shape `size`; `randomize`
+broadcasts (a nominal of shape `(k,)` with draws of shape `(N, k)` gives `(N, k)`) and raises
+`ValueError` for an unknown operation. Neither may modify its inputs.
+"""
+
+SAMPLER_SOLUTION = r'''
+def sample(distribution, low, high, size, generator):
+    """Draw randomization values.
+
+    Args:
+        distribution: "uniform", "loguniform" or "gaussian".
+        low, high:    the range [low, high] for uniform and loguniform; (mean, std) for gaussian.
+        size:         shape of the result, e.g. (num_envs,) or (num_envs, num_bodies).
+        generator:    the torch.Generator to draw from (the only source of randomness).
+
+    Returns:
+        A float64 tensor of shape `size`.
+    """
+    ### BEGIN SOLUTION
+    if distribution == "uniform":
+        u = torch.rand(size, generator=generator, dtype=torch.float64)
+        return low + (high - low) * u
+    if distribution == "loguniform":
+        u = torch.rand(size, generator=generator, dtype=torch.float64)
+        log_low, log_high = math.log(low), math.log(high)
+        return torch.exp(log_low + (log_high - log_low) * u)
+    if distribution == "gaussian":
+        z = torch.randn(size, generator=generator, dtype=torch.float64)
+        return low + high * z
+    raise ValueError(f"unknown distribution {distribution!r}")
+    ### END SOLUTION
+
+
+def randomize(nominal, draws, operation):
+    """Apply draws to the nominal value: "scaling" multiplies, "additive" adds (ValueError otherwise)."""
+    ### BEGIN SOLUTION
+    if operation == "scaling":
+        return nominal * draws
+    if operation == "additive":
+        return nominal + draws
+    raise ValueError(f"unknown operation {operation!r}; use 'scaling' or 'additive'")
+    ### END SOLUTION
+'''
+
+SAMPLER_TEST = r"""
+# Visible checks: run this cell to test sample and randomize. (4 points, with hidden checks.)
+g = torch.Generator().manual_seed(0)
+x = sample("uniform", 0.5, 2.0, (10_000,), g)
+assert isinstance(x, torch.Tensor) and x.shape == (10_000,), "sample must return a tensor of shape `size`"
+assert x.dtype == torch.float64, f"the draws must be float64, got {x.dtype}"
+assert 0.5 <= x.min() and x.max() <= 2.0, "uniform draws must lie in [low, high]"
+assert abs(x.mean() - 1.25) < 0.03, f"uniform(0.5, 2.0): mean {x.mean():.3f}, expected about 1.25"
+
+y = sample("loguniform", 0.25, 4.0, (10_000,), g)
+assert 0.25 <= y.min() and y.max() <= 4.0, "loguniform draws must lie in [low, high]"
+# log y is uniform on [log 0.25, log 4], centred on 0: half of the draws below 1 = sqrt(0.25 * 4).
+assert abs(torch.log(y).mean()) < 0.05, f"loguniform: mean of log(x) {torch.log(y).mean():.3f}, expected about 0"
+assert abs((y < 1.0).double().mean() - 0.5) < 0.03, "loguniform(0.25, 4): about half of the draws must be below 1"
+
+z = sample("gaussian", 1.0, 0.3, (10_000,), g)
+assert abs(z.mean() - 1.0) < 0.02 and abs(z.std() - 0.3) < 0.02, f"gaussian(1, 0.3): mean {z.mean():.3f}, std {z.std():.3f}"
+assert sample("uniform", 0.7, 0.7, (3,), g).tolist() == [0.7, 0.7, 0.7], "low == high must give that value"
+assert sample("uniform", 0.5, 2.0, (4, 3), g).shape == (4, 3)
+
+a = sample("uniform", 0.5, 2.0, (5,), torch.Generator().manual_seed(1))
+b = sample("uniform", 0.5, 2.0, (5,), torch.Generator().manual_seed(1))
+assert torch.equal(a, b), "the same generator seed must give the same draws"
+
+nominal = torch.tensor([2.0, 0.5], dtype=torch.float64)
+draws = torch.tensor([[1.5, 0.5], [1.0, 2.0]], dtype=torch.float64)
+assert torch.equal(randomize(nominal, draws, "scaling"), torch.tensor([[3.0, 0.25], [2.0, 1.0]], dtype=torch.float64))
+assert torch.equal(randomize(nominal, draws, "additive"), torch.tensor([[3.5, 1.0], [3.0, 2.5]], dtype=torch.float64))
+print("sample and randomize: visible checks passed")
+### BEGIN HIDDEN TESTS
+from rlcourse.grading import lab4 as _lab4
+
+_lab4.check_sampler(sample, randomize, _lab4.load_pins())
+### END HIDDEN TESTS
+"""
+
+NOISE_TEXT = r"""
+## 2. Observation noise and action latency
+
+**Observation noise.** Real sensors are noisy: IMU readings jitter, encoders quantize. The
+simplest model adds independent Gaussian noise $N(\mu, \sigma^2)$ to *every element* of the
+observation at every step (`obs_noise: {"range": [mean, std]}` in the config). A policy that
+never saw noise may rely on differences far smaller than the noise of a real sensor.
+`add_obs_noise(obs, mean, std, generator)` returns a *new* tensor with the observation's shape
+and dtype (draw the noise in float64, then add it converted to `obs.dtype`).
+
+**Action latency.** Between the policy's decision and the motor's torque there is a
+communication bus, a motor driver and filtering: typically 10-40 ms. With a latency of $k$
+control steps, the actuators of an env execute at step $t$ the action the policy chose at step
+$t - k$. Each env gets its own $k$, drawn when it resets, uniformly from the *integers*
+`low .. high` (**both included**): `draw_latency(low, high, n, generator)` returns an `int64`
+tensor of `n` delays.
+
+`ActionLatency(num_envs, num_actions, max_latency)` keeps, per env, the last
+`max_latency + 1` actions:
+
+* `reset(env_ids, delays)`: the envs `env_ids` start a new episode with the delays `delays`;
+  their history is cleared (an env never receives actions from its previous episode);
+* `step(actions)`: records `actions` (shape `(num_envs, num_actions)`) and returns what each
+  env's actuators receive now: the action from exactly `delay` steps ago (delay 0 = this step's
+  action), or **zeros** while the env has not yet received enough actions since its last reset.
+
+```
+step        1    2    3    4          delay 0: a1  a2  a3  a4
+policy     a1   a2   a3   a4          delay 1: 0   a1  a2  a3
+                                      delay 2: 0   0   a1  a2
+```
+
+The env calls `reset` for every env at the start and for each env whose episode ended, and
+`step` once per control step. Do not modify the `actions` tensor you are given.
+"""
+
+NOISE_SOLUTION = r'''
+def add_obs_noise(obs, mean, std, generator):
+    """obs + independent N(mean, std^2) noise on every element (a new tensor, same shape and dtype)."""
+    ### BEGIN SOLUTION
+    noise = mean + std * torch.randn(tuple(obs.shape), generator=generator, dtype=torch.float64)
+    return obs + noise.to(obs.dtype)
+    ### END SOLUTION
+
+
+def draw_latency(low, high, n, generator):
+    """n delays (int64), uniform over the integers low, low + 1, ..., high."""
+    ### BEGIN SOLUTION
+    return torch.randint(int(low), int(high) + 1, (n,), generator=generator)
+    ### END SOLUTION
+
+
+class ActionLatency:
+    """Delays the actions of env i by delays[i] control steps (see the text above)."""
+
+    def __init__(self, num_envs, num_actions, max_latency):
+        ### BEGIN SOLUTION
+        self.history = torch.zeros(num_envs, max_latency + 1, num_actions)   # history[:, j] = action j steps ago
+        self.delays = torch.zeros(num_envs, dtype=torch.long)
+        ### END SOLUTION
+
+    def reset(self, env_ids, delays):
+        ### BEGIN SOLUTION
+        self.history[env_ids] = 0.0
+        self.delays[env_ids] = delays
+        ### END SOLUTION
+
+    def step(self, actions):
+        ### BEGIN SOLUTION
+        self.history = torch.roll(self.history, shifts=1, dims=1)
+        self.history[:, 0] = actions
+        return self.history[torch.arange(self.history.shape[0]), self.delays]
+        ### END SOLUTION
+'''
+
+NOISE_TEST = r"""
+# Visible checks: run this cell to test the noise and the latency buffer. (3 points, with hidden checks.)
+obs = torch.zeros(20_000, 3)
+noisy = add_obs_noise(obs, 0.0, 0.1, torch.Generator().manual_seed(0))
+assert noisy.shape == obs.shape and noisy.dtype == obs.dtype, "same shape and dtype as the observation"
+assert torch.equal(obs, torch.zeros(20_000, 3)), "add_obs_noise must not modify obs in place"
+assert abs(noisy.mean()) < 0.005 and abs(noisy.std() - 0.1) < 0.005, f"noise mean {noisy.mean():.4f}, std {noisy.std():.4f}"
+assert not torch.equal(noisy[:, 0], noisy[:, 1]), "every element gets its own noise"
+
+k = draw_latency(0, 2, 30_000, torch.Generator().manual_seed(0))
+assert k.dtype == torch.int64 and k.shape == (30_000,), "draw_latency returns n int64 delays"
+assert set(k.tolist()) == {0, 1, 2}, f"delays 0, 1 and 2 must all occur (both ends included), got {sorted(set(k.tolist()))}"
+assert abs((k == 2).double().mean() - 1 / 3) < 0.02, "each delay is equally likely"
+
+buf = ActionLatency(num_envs=3, num_actions=1, max_latency=2)
+buf.reset(torch.arange(3), torch.tensor([0, 1, 2]))
+got = [buf.step(torch.full((3, 1), float(t))).flatten().tolist() for t in (1, 2, 3)]
+# env 0 (delay 0) gets a_t, env 1 gets a_{t-1}, env 2 gets a_{t-2}; zeros before the episode's first action.
+assert got == [[1.0, 0.0, 0.0], [2.0, 1.0, 0.0], [3.0, 2.0, 1.0]], f"delayed actions {got}"
+buf.reset(torch.tensor([2]), torch.tensor([1]))            # env 2 starts a new episode with delay 1
+assert buf.step(torch.full((3, 1), 4.0)).flatten().tolist() == [4.0, 3.0, 0.0], "a reset clears the env's history"
+assert buf.step(torch.full((3, 1), 5.0)).flatten().tolist() == [5.0, 4.0, 4.0]
+print("add_obs_noise, draw_latency and ActionLatency: visible checks passed")
+### BEGIN HIDDEN TESTS
+from rlcourse.grading import lab4 as _lab4
+
+_lab4.check_noise_latency(add_obs_noise, draw_latency, ActionLatency, _lab4.load_pins())
+### END HIDDEN TESTS
+"""
+
+TRAIN_TEXT = r"""
+## 3. Train with and without randomization, then sweep friction x mass
+
+The robot is `rlcourse.envs.make("Quadruped")`: a ~15 kg body on four 3-joint legs driven by
+position servos (PD controllers), 50 control steps per second, rewarded for tracking a random
+velocity command; an episode ends when the body touches the ground.
+
+`env.dr.override(...)` replaces the environment's own sampler, noise and latency buffer with
+yours; everything else (PPO with the hyperparameters of the Ant preset, the physics) is the
+course's implementation. The next cell trains two policies with the same seed and budget
+(102,400 steps each, 64 envs):
+
+* **randomized**: at each reset every env draws a mass scale `U(0.5, 2.5)` per body and a
+  friction scale `logU(0.05, 1.5)`, sees `N(0, 0.01^2)` observation noise and a latency of 0 or
+  1 control step (20 ms);
+* **nominal**: the robot as built, `randomization=None`.
+
+Then `rlcourse.evaluate_robustness` runs both deterministic policies on a grid of *fixed*
+robots: friction scale 0.05 (ice) to 1 x mass scale 0.5 to 2.5, four 200-step (4 s) episodes
+per cell. The grid evaluation uses the environment's own sampler, not yours.
+
+**What is graded is the worst cell**, not the average: a real robot meets one particular floor
+with one particular payload, and a policy is only as good as its worst plausible case.
+102,400 steps are a small fraction of a real training run, so neither policy walks well; the
+nominal policy learns whatever keeps it up on the one robot it knows, which on ice or under a
+heavy load often means falling. The cell takes ~2-3 minutes on a laptop, more on a busy machine.
+It is graded, and it sets every seed itself, so running it again gives the same policies.
+"""
+
+TRAIN_TEST = r"""
+# Graded (3 points): PPO on the quadruped with and without YOUR randomization; both swept over friction x mass.
+import time
+
+SEED = 0
+TASK = "Quadruped"
+NUM_ENVS = 64
+PRESET = "Ant"                 # PPO hyperparameters from rlcourse/presets/ppo.yaml
+TOTAL_STEPS = 102_400          # per policy: 100 PPO iterations of 16 steps x 64 envs
+SWEEP_EPISODES = 4             # per grid cell
+SWEEP_EPISODE_LENGTH = 200     # control steps = 4 s
+TRAIN_RANDOMIZATION = {
+    "mass": {"range": [0.5, 2.5], "mode": "reset"},
+    "friction": {"range": [0.05, 1.5], "distribution": "loguniform", "mode": "reset"},
+    "obs_noise": {"range": [0.0, 0.01]},
+    "action_latency": {"range": [0, 1]},
+}
+SWEEP = {"friction": [0.05, 0.1, 0.25, 0.5, 1.0], "mass_scale": [0.5, 1.0, 2.0, 2.5]}
+
+sweeps, result = {}, {}
+# The randomized policy first: it is the one that runs your functions (an error shows at once).
+for name, randomization in (("randomized", TRAIN_RANDOMIZATION), ("nominal", None)):
+    # Seeds are set here, in the graded cell, so the grader repeats exactly your run.
+    random.seed(SEED)
+    np.random.seed(SEED)
+    torch.manual_seed(SEED)
+    start = time.perf_counter()
+    env = rlcourse.envs.make(TASK, num_envs=NUM_ENVS, seed=SEED, randomization=randomization)
+    if randomization is not None:
+        env.dr.override(sample=sample, randomize=randomize, obs_noise=add_obs_noise,
+                        draw_latency=draw_latency, latency_buffer=ActionLatency)
+    agent = rlcourse.PPO(env, seed=SEED, preset=PRESET)
+    agent.learn(TOTAL_STEPS, eval_episodes=0, progress=False)
+    env.close()
+    sweeps[name] = rlcourse.evaluate_robustness(
+        agent, TASK, sweep=SWEEP, episodes=SWEEP_EPISODES, num_envs=SWEEP_EPISODES, seed=10_000 + SEED,
+        env_kwargs={"episode_length": SWEEP_EPISODE_LENGTH},
+    )
+    grid = sweeps[name].grid()
+    result[name] = {"grid": grid.round(3).tolist(), "worst_case_return": float(grid.min()),
+                    "mean_return": float(grid.mean()), "seconds": round(time.perf_counter() - start, 1)}
+    print(f"{name:>10}: worst cell {grid.min():7.1f}, mean over the grid {grid.mean():7.1f} "
+          f"({result[name]['seconds']:.0f} s to train and sweep)")
+
+assert set(result) == {"nominal", "randomized"}
+assert all(math.isfinite(r["worst_case_return"]) for r in result.values())
+### BEGIN HIDDEN TESTS
+from rlcourse.grading import lab4 as _lab4
+
+_lab4.check_training(result, _lab4.load_pins(), seed=SEED, task=TASK, preset=PRESET, num_envs=NUM_ENVS,
+                     total_steps=TOTAL_STEPS,
+                     sweep_episodes=SWEEP_EPISODES, sweep_episode_length=SWEEP_EPISODE_LENGTH,
+                     train_randomization=TRAIN_RANDOMIZATION, sweep=SWEEP)
+### END HIDDEN TESTS
+"""
+
+PLOT = r"""
+# Both grids side by side (rows: friction scale, columns: mass scale); the randomized policy's
+# training ranges cover the whole grid.
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+lo = min(sweeps[n].grid().min() for n in sweeps)
+hi = max(sweeps[n].grid().max() for n in sweeps)
+for ax, name in zip(axes, ("nominal", "randomized")):
+    grid = sweeps[name].grid()
+    im = ax.imshow(grid, origin="lower", aspect="auto", cmap="viridis", vmin=lo, vmax=hi)
+    for i in range(grid.shape[0]):
+        for j in range(grid.shape[1]):
+            worst = grid[i, j] == grid.min()
+            ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="r" if worst else "w",
+                    fontweight="bold" if worst else "normal")
+    ax.set_xticks(range(len(SWEEP["mass_scale"])), SWEEP["mass_scale"])
+    ax.set_yticks(range(len(SWEEP["friction"])), SWEEP["friction"])
+    ax.set_xlabel("mass scale")
+    ax.set_ylabel("friction scale")
+    ax.set_title(f"{name}: worst cell {grid.min():.0f} (red)")
+fig.colorbar(im, ax=axes, label=f"episode return ({SWEEP_EPISODE_LENGTH} steps)")
+plt.show()
+"""
+
+REFLECT = r"""
+## 4. To think about (not graded)
+
+* Compare the two grids cell by cell. Where does the nominal policy do *better* than the
+  randomized one? Lecture 7 called this the price of randomization: which cells show it?
+* Retrain the randomized policy with `"distribution": "uniform"` for friction over the same range.
+  Which frictions does it now see more often, and does the worst cell move?
+* Sweep `action_latency` over `[0, 1, 2, 3]` for both policies (`evaluate_robustness(agent, "Quadruped",
+  sweep={"action_latency": [0, 1, 2, 3]})`). The randomized policy saw 0-1 steps: what happens at 2 and 3?
+* Why does `randomize` always start from the nominal value? Write down what a "scaling" term with
+  range `[0.9, 1.1]` would do to a mass after 1,000 resets if each draw multiplied the previous value.
+"""
+
+
+def build() -> nbformat.NotebookNode:
+    nb = new_notebook()
+    nb.metadata = {
+        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
+        "language_info": {"name": "python"},
+    }
+    nb.cells = [
+        md("header", HEADER),
+        code("setup", SETUP, locked=True),
+        md("sampler_text", SAMPLER_TEXT),
+        code("sampler", SAMPLER_SOLUTION, solution=True),
+        code("test_sampler", SAMPLER_TEST, grade=True, locked=True, points=4),
+        md("noise_text", NOISE_TEXT),
+        code("noise_latency", NOISE_SOLUTION, solution=True),
+        code("test_noise_latency", NOISE_TEST, grade=True, locked=True, points=3),
+        md("train_text", TRAIN_TEXT),
+        code("test_training", TRAIN_TEST, grade=True, locked=True, points=3),
+        code("robustness_maps", PLOT, locked=True),
+        md("reflect_text", REFLECT),
+    ]
+    # Stable cell ids keep diffs of the committed notebook small.
+    for cell in nb.cells:
+        cell["id"] = cell.metadata["nbgrader"]["grade_id"].replace("_", "-")
+    return nb
+
+
+def main() -> None:
+    path = HERE / f"{LAB}.ipynb"
+    nbformat.write(build(), path)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
