@@ -427,7 +427,10 @@ def reward_panel(funcs=BUILTIN_TERMS, weights=LAB_WEIGHTS, iterations=60, num_en
     panel = widgets.VBox([widgets.HTML("<b>Reward weights</b> (built-in terms; the graded weights are preset)"),
                           controls, out])
     panel.add_class(PANEL_CLASS)
-    preview()
+    if not GRADING:
+        # Drawn only in a real front end: the autograder's headless executor (nbclient) can
+        # hang waiting on plots captured into an Output widget, and grading needs no plot.
+        preview()
     return panel
 
 
