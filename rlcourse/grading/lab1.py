@@ -18,7 +18,6 @@ and by ``rlcourse pin lab1_dqn``, which measures the reference solution under it
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import multiprocessing
 import os
 import time
@@ -255,25 +254,7 @@ def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, *
     ``hyperparameters``...); they must equal the pinned protocol, otherwise the threshold means nothing.
     """
     pins = load_pins() if pins is None else pins
-    training = pins["training"]
-    for key, value in protocol_used.items():
-        pinned = training["protocol"].get(key)
-        if key == "hyperparameters":
-            value = {k: list(v) if isinstance(v, tuple) else v for k, v in dict(value).items()}
-        if pinned != value:
-            raise RuntimeError(
-                f"the training cell uses {key}={value!r} but the pinned metrics were measured with "
-                f"{pinned!r}; the instructor must re-run `rlcourse pin {LAB}`"
-            )
-    metric = training["protocol"]["metric"]
-    if metric not in result:
-        _fail(f"the evaluation result has no {metric!r}; pass the dict returned by rlcourse.evaluate")
-    if int(result.get("episodes", 0)) < int(training["protocol"]["eval_episodes"]):
-        _fail("the agent was evaluated on fewer episodes than the protocol asks for")
-    value = float(result[metric])
-    if not (math.isfinite(value) and value >= float(training["threshold"])):
-        _fail("the trained agent's evaluation return is below the pinned threshold for this lab "
-              "(see the header); check the three functions above")
+    _lab2.check_evaluated_return(result, pins["training"], LAB, protocol_used, "the three functions above")
 
 
 # --------------------------------------------------------------------------- reference run

@@ -14,6 +14,7 @@ and by ``rlcourse pin lab2_ppo``, which measures the reference solution under it
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -187,6 +188,38 @@ def check_surrogate(surrogate_fn: Callable[..., Any], pins: dict[str, Any] | Non
                   "samples the clipping should stop and the sign of the loss")
 
 
+def check_evaluated_return(result: dict[str, Any], training: dict[str, Any], lab: str,
+                           protocol_used: dict[str, Any], functions: str) -> None:
+    """The shared body of the labs' ``check_training``: protocol, then the pinned pass mark.
+
+    Args:
+        result: the dict returned by :func:`rlcourse.evaluate`.
+        training: the ``training`` entry of the lab's pins (``protocol``, ``threshold``).
+        lab: the lab id, for the instructor's message.
+        protocol_used: the constants the training cell used (``total_steps``, ``seed``...);
+            they must equal the pinned protocol (tuples compare as the lists JSON stores),
+            otherwise the threshold means nothing.
+        functions: what the student should re-check, e.g. ``"the two functions above"``.
+    """
+    for key, value in protocol_used.items():
+        pinned = training["protocol"].get(key)
+        value = json.loads(json.dumps(value))  # tuples -> lists, as in pinned_metrics.json
+        if pinned != value:
+            raise RuntimeError(
+                f"the training cell uses {key}={value!r} but the pinned metrics were measured with "
+                f"{pinned!r}; the instructor must re-run `rlcourse pin {lab}`"
+            )
+    metric = training["protocol"]["metric"]
+    if metric not in result:
+        _fail(f"the evaluation result has no {metric!r}; pass the dict returned by rlcourse.evaluate")
+    if int(result.get("episodes", 0)) < int(training["protocol"]["eval_episodes"]):
+        _fail("the agent was evaluated on fewer episodes than the protocol asks for")
+    value = float(result[metric])
+    if not (math.isfinite(value) and value >= float(training["threshold"])):
+        _fail("the trained agent's evaluation return is below the pinned threshold for this lab "
+              f"(see the header); check {functions}")
+
+
 def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, **protocol_used: Any) -> None:
     """The evaluated agent of the graded training cell reaches the pinned threshold.
 
@@ -197,21 +230,7 @@ def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, *
             they must equal the pinned protocol, otherwise the threshold means nothing.
     """
     pins = load_pins() if pins is None else pins
-    training = pins["training"]
-    for key, value in protocol_used.items():
-        if training["protocol"].get(key) != value:
-            raise RuntimeError(
-                f"the training cell uses {key}={value!r} but the pinned metrics were measured with "
-                f"{training['protocol'].get(key)!r}; the instructor must re-run `rlcourse pin {LAB}`"
-            )
-    metric = training["protocol"]["metric"]
-    if metric not in result:
-        _fail(f"the evaluation result has no {metric!r}; pass the dict returned by rlcourse.evaluate")
-    if int(result.get("episodes", 0)) < int(training["protocol"]["eval_episodes"]):
-        _fail("the agent was evaluated on fewer episodes than the protocol asks for")
-    if not float(result[metric]) >= float(training["threshold"]):
-        _fail("the trained agent's evaluation return is below the pinned threshold for this lab "
-              "(see the header); check the two functions above")
+    check_evaluated_return(result, pins["training"], LAB, protocol_used, "the two functions above")
 
 
 # --------------------------------------------------------------------------- reference run

@@ -296,22 +296,7 @@ def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, *
     protocol, otherwise the threshold means nothing.
     """
     pins = load_pins() if pins is None else pins
-    training = pins["training"]
-    for key, value in protocol_used.items():
-        if training["protocol"].get(key) != value:
-            raise RuntimeError(
-                f"the training cell uses {key}={value!r} but the pinned metrics were measured with "
-                f"{training['protocol'].get(key)!r}; the instructor must re-run `rlcourse pin {LAB}`"
-            )
-    metric = training["protocol"]["metric"]
-    if metric not in result:
-        _fail(f"the evaluation result has no {metric!r}; pass the dict returned by rlcourse.evaluate")
-    if int(result.get("episodes", 0)) < int(training["protocol"]["eval_episodes"]):
-        _fail("the agent was evaluated on fewer episodes than the protocol asks for")
-    value = float(result[metric])
-    if not (math.isfinite(value) and value >= float(training["threshold"])):
-        _fail("the trained agent's evaluation return is below the pinned threshold for this lab "
-              "(see the header); check the four functions above")
+    _lab2.check_evaluated_return(result, pins["training"], LAB, protocol_used, "the four functions above")
 
 
 # --------------------------------------------------------------------------- reference run
