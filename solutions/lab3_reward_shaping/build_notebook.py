@@ -13,30 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from rlcourse.grading.authoring import code, md, notebook, write
 
 from rlcourse.grading import lab3
 
 HERE = Path(__file__).resolve().parent
 P = lab3.PROTOCOL
 W = P["weights"]
-
-
-def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,
-          points: int = 0) -> dict:
-    nb = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
-    if grade:
-        nb["points"] = points
-    return {"nbgrader": nb}
-
-
-def md(grade_id: str, text: str) -> nbformat.NotebookNode:
-    return new_markdown_cell(text.strip("\n"), metadata=_meta(grade_id, locked=True))
-
-
-def code(grade_id: str, text: str, **flags) -> nbformat.NotebookNode:
-    return new_code_cell(text.strip("\n"), metadata=_meta(grade_id, **flags))
 
 
 def _weights_literal(indent: str = "    ") -> str:
@@ -751,13 +734,8 @@ REFLECT = r"""
 """
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    nb.cells = [
+def build():  # -> nbformat.NotebookNode
+    return notebook([
         md("header", HEADER),
         code("setup", SETUP, locked=True),
         md("terms_text", TERMS_TEXT),
@@ -783,16 +761,11 @@ def build() -> nbformat.NotebookNode:
         code("diagnosis", DIAGNOSIS, solution=True),
         code("diagnosis_check", DIAGNOSIS_CHECK, locked=True),
         md("reflect_text", REFLECT),
-    ]
-    for cell in nb.cells:
-        cell["id"] = cell.metadata["nbgrader"]["grade_id"].replace("_", "-")
-    return nb
+    ])
 
 
 def main() -> None:
-    path = HERE / "lab3_reward_shaping.ipynb"
-    nbformat.write(build(), path)
-    print(f"wrote {path}")
+    write(build(), HERE / "lab3_reward_shaping.ipynb")
 
 
 if __name__ == "__main__":

@@ -12,28 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from rlcourse.grading.authoring import code, md, notebook, write
 
 HERE = Path(__file__).resolve().parent
 LAB = "lab4_domain_randomization"
-
-
-def _meta(grade_id: str, *, solution: bool = False, grade: bool = False, locked: bool = False,
-          points: int = 0) -> dict:
-    nb = {"grade": grade, "grade_id": grade_id, "locked": locked, "schema_version": 3, "solution": solution}
-    if grade:
-        nb["points"] = points
-    return {"nbgrader": nb}
-
-
-def md(grade_id: str, text: str) -> nbformat.NotebookNode:
-    """A read-only markdown cell."""
-    return new_markdown_cell(text.strip("\n"), metadata=_meta(grade_id, locked=True))
-
-
-def code(grade_id: str, text: str, **flags) -> nbformat.NotebookNode:
-    return new_code_cell(text.strip("\n"), metadata=_meta(grade_id, **flags))
 
 
 HEADER = r"""
@@ -427,13 +409,8 @@ REFLECT = r"""
 """
 
 
-def build() -> nbformat.NotebookNode:
-    nb = new_notebook()
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-    }
-    nb.cells = [
+def build():  # -> nbformat.NotebookNode
+    return notebook([
         md("header", HEADER),
         code("setup", SETUP, locked=True),
         md("sampler_text", SAMPLER_TEXT),
@@ -446,17 +423,11 @@ def build() -> nbformat.NotebookNode:
         code("test_training", TRAIN_TEST, grade=True, locked=True, points=3),
         code("robustness_maps", PLOT, locked=True),
         md("reflect_text", REFLECT),
-    ]
-    # Stable cell ids keep diffs of the committed notebook small.
-    for cell in nb.cells:
-        cell["id"] = cell.metadata["nbgrader"]["grade_id"].replace("_", "-")
-    return nb
+    ])
 
 
 def main() -> None:
-    path = HERE / f"{LAB}.ipynb"
-    nbformat.write(build(), path)
-    print(f"wrote {path}")
+    write(build(), HERE / f"{LAB}.ipynb")
 
 
 if __name__ == "__main__":
