@@ -13,21 +13,26 @@ call these functions. Three kinds of checks:
   (e.g. ``(b - a) / sqrt(12 n)`` for the mean of a uniform), so a correct sampler fails a
   statistic with probability < 1e-8 whatever its random stream: implementations may draw
   differently from the reference (inverse CDF, ``torch.distributions``, ...);
-* **training**: the notebook trains PPO twice under :data:`PROTOCOL` (without randomization,
-  and with :data:`TRAIN_RANDOMIZATION` through the student's functions), evaluates both over
-  the friction x mass grid :data:`SWEEP`, and the randomized policy's worst grid cell must
-  reach the pinned threshold and beat the nominal policy's worst cell.
+* **training**: the notebook fine-tunes the shipped walking Ant (``rlcourse.pretrained``,
+  ``ant_walker``) twice under :data:`PROTOCOL`, without randomization and with
+  :data:`TRAIN_RANDOMIZATION` through the student's functions, evaluates both over the
+  friction x mass grid :data:`SWEEP`, and the randomized policy's worst grid cell must reach
+  the pinned pass mark. The nominal policy's grid is required and shown, but not graded.
 
 Failure messages say what is wrong, never the expected numbers (they end up in the feedback).
 
-Status of the training part (measured 2026-12-01, 2 shared CPU cores): under :data:`PROTOCOL`
-the claim "randomized worst cell > nominal worst cell" held on reference seeds 0 and 3 but not
-on 1 and 2 (worst cells randomized / nominal: -4.1 / -13.1, -7.0 / 104.7, -6.1 / -3.1,
-5.6 / -8.1). At ~100k steps per policy the seed-to-seed spread of PPO is larger than the effect
-of randomization, so :func:`pin` refuses to pin (it requires the claim on every seed) and
-``autograder/pinned_metrics.json`` has no entry for this lab yet. The Ant at the same budget
-was worse: both policies brace with every joint at its limit, whatever the physics, and the
-randomized one scored lower in every grid cell (seed 0).
+Why "the randomized policy beats the nominal one in the worst cell" (issue 5's wording) is not
+graded: it does not hold robustly at a budget that autogrades in 5 minutes. Measured on 2 CPU
+cores (2026-12-01): PPO from scratch on the Quadruped, 102,400 steps per policy, won on 3 of 5
+seeds (worst cells randomized / nominal -4.1 / -13.1, -7.0 / 104.7, -6.1 / -3.1, 5.6 / -8.1,
+63.9 / 14.2): at that budget both policies are worse than standing still (zero actions score
+~122 in *every* cell, up to 5x mass on friction 0.05: the PD-servoed quadruped is statically
+stable), so the grid measures training luck, not robustness. Fine-tuning the shipped Ant walker
+(this protocol) gives stable numbers, but the worst cell is ice (friction 0.01), where no gait
+makes much progress: randomized / nominal worst cells 267 / 266, 287 / 317, 249 / 307,
+263 / 251, 182 / 250 (seeds 0-4), i.e. randomization won on 2 of 5 seeds, and it cost up to
+~350 return per cell on ordinary ground. The pass mark on the randomized worst cell is robust
+(91 = half the worst seed); the comparison is a result the notebook asks students to interpret.
 """
 
 from __future__ import annotations
@@ -51,29 +56,29 @@ Z_TOLERANCE = 6.0
 # The graded training run. The notebook's training cell spells these values out; the tests
 # check that the two agree.
 PROTOCOL: dict[str, Any] = {
-    "task": "Quadruped",
-    "preset": "Ant",                  # PPO hyperparameters (rlcourse/presets/ppo.yaml)
+    "task": "Ant",
+    "pretrained": "ant_walker",       # rlcourse.pretrained: PPO, 1M steps on the nominal Ant
     "num_envs": 64,
-    "total_steps": 102_400,           # per policy; 100 PPO iterations of 16 steps x 64 envs
+    "finetune_steps": 102_400,        # per policy; 100 PPO iterations of 16 steps x 64 envs
     "seed": 0,
     "sweep_episodes": 4,              # per grid cell
-    "sweep_episode_length": 200,      # control steps (4 s)
+    "sweep_episode_length": 300,      # control steps (15 s at 20 Hz)
     "eval_seed": 10_000,
     "metric": "worst_case_return",    # min over the grid of the mean episode return
 }
 
 # What the randomized policy trains with (the nominal one with None).
 TRAIN_RANDOMIZATION: dict[str, Any] = {
+    "friction": {"range": [0.01, 1.0], "distribution": "loguniform", "mode": "reset"},
     "mass": {"range": [0.5, 2.5], "mode": "reset"},
-    "friction": {"range": [0.05, 1.5], "distribution": "loguniform", "mode": "reset"},
     "obs_noise": {"range": [0.0, 0.01]},
     "action_latency": {"range": [0, 1]},
 }
 
 # The evaluation grid (evaluate_robustness keys): friction scale x mass scale.
 SWEEP: dict[str, list[float]] = {
-    "friction": [0.05, 0.1, 0.25, 0.5, 1.0],
-    "mass_scale": [0.5, 1.0, 2.0, 2.5],
+    "friction": [0.01, 0.03, 0.1, 1.0],
+    "mass_scale": [0.5, 1.0, 2.5],
 }
 
 
@@ -414,11 +419,12 @@ def train_and_evaluate(
     seed: int | None = None,
     protocol: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the nominal and the randomized policy exactly as the notebook's graded cell does,
+    """Fine-tune the nominal and the randomized policy exactly as the notebook's graded cell does,
     evaluate both over :data:`SWEEP` and return the notebook's ``result`` dict."""
     import random
 
     import rlcourse
+    import rlcourse.pretrained
 
     p = {**PROTOCOL, **(protocol or {})}
     seed = p["seed"] if seed is None else int(seed)
@@ -432,8 +438,8 @@ def train_and_evaluate(
         if cfg is not None:
             env.dr.override(sample=sample_fn, randomize=randomize_fn, obs_noise=obs_noise_fn,
                             draw_latency=draw_latency_fn, latency_buffer=latency_cls)
-        agent = rlcourse.PPO(env, seed=seed, preset=p["preset"])
-        agent.learn(p["total_steps"], eval_episodes=0, progress=False)
+        agent = rlcourse.pretrained.load(p["pretrained"], env=env)
+        agent.learn(agent.global_step + p["finetune_steps"], eval_episodes=0, progress=False)
         env.close()
         grid = rlcourse.evaluate_robustness(
             agent, p["task"], sweep=SWEEP, episodes=p["sweep_episodes"], num_envs=p["sweep_episodes"],
@@ -464,8 +470,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, **protocol_used: Any) -> None:
-    """The graded cell's ``result``: the randomized policy's worst grid cell reaches the pinned
-    threshold and beats the nominal policy's worst grid cell.
+    """The graded cell's ``result``: both grids are complete and the randomized policy's worst
+    grid cell reaches the pinned threshold (the comparison with the nominal one is not graded).
 
     Args:
         result: ``{"nominal": {...}, "randomized": {...}}`` as built by the training cell
@@ -491,14 +497,9 @@ def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, *
         if abs(float(grid.min()) - float(result[name]["worst_case_return"])) > 1e-3:   # the grid is rounded to 3 decimals
             _fail(f"the {name} worst_case_return is not the minimum of its grid")
     randomized = float(np.min(result["randomized"]["grid"]))
-    nominal = float(np.min(result["nominal"]["grid"]))
     if not randomized >= float(training["threshold"]):
         _fail("the randomized policy's worst cell is below the pinned pass mark for this lab (see the header); "
               "check your sampler and randomize first, then the noise and the latency buffer")
-    if not randomized > nominal:
-        _fail("the randomized policy's worst cell does not beat the nominal policy's worst cell: the "
-              "randomization did not make the policy more robust (check that your functions draw what the "
-              "config asks for)")
 
 
 # --------------------------------------------------------------------------- pins
@@ -523,8 +524,8 @@ def _pin_run(seed: int) -> dict[str, Any]:
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """Train the reference under :func:`protocol` on ``seeds``; the lab's ``pinned_metrics.json`` entry.
 
-    Refuses to pin unless, on every seed, the randomized policy's worst cell beats the
-    nominal one's: the graded claim must hold for the reference whatever the seed.
+    The pass mark is ``MARGIN`` times the worst reference seed's worst cell; it refuses to pin a
+    pass mark <= 0. Whether the randomized policy beat the nominal one is recorded per seed.
     """
     import datetime as _dt
     import multiprocessing
@@ -545,9 +546,6 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
             runs.append(run)
     worst = [r["randomized_worst"] for r in runs]
     nominal = [r["nominal_worst"] for r in runs]
-    if any(r <= n for r, n in zip(worst, nominal)):
-        raise RuntimeError(f"the reference randomized policy does not beat the nominal one on every seed "
-                           f"(randomized {worst}, nominal {nominal}); not pinning")
     threshold = float(round(MARGIN * min(worst)))
     if threshold <= 0:
         raise RuntimeError(f"the worst reference cell is {min(worst)}; a pass mark <= 0 means nothing")
@@ -569,7 +567,8 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
             "reference_worst_nominal": nominal,
             "reference_min": min(worst),
             "threshold": threshold,
-            "threshold_rule": f"round({MARGIN} * reference_min); and randomized worst > nominal worst",
+            "threshold_rule": f"round({MARGIN} * reference_min)",
+            "randomized_beats_nominal": [r > n for r, n in zip(worst, nominal)],
             "runs": runs,
         },
         "produced_by": "rlcourse pin lab4_domain_randomization (rlcourse.grading.lab4.pin -> "

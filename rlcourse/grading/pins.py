@@ -150,7 +150,9 @@ def pin(lab: str | None = None, course_dir: str | os.PathLike | None = None) -> 
         entry = _pinner(name)()
         path = write_pins(root, {name: entry})
         summary = entry.get("training", {})
-        values = summary.get("reference_returns", summary.get("reference_values"))  # lab 3 pins speeds
+        # lab 3 pins speeds, lab 4 the randomized policy's worst grid cell
+        values = next((summary[k] for k in ("reference_returns", "reference_values", "reference_worst_randomized")
+                       if k in summary), None)
         print(f"{name}: reference returns {values} -> threshold "
               f"{summary.get('threshold')} ({entry['wall_time_s']} s); wrote {path}", flush=True)
     return 0
