@@ -76,5 +76,6 @@ def _make_locomotion(task: str) -> Callable[..., VecEnv]:
 
 register("Ant", _make_locomotion("AntEnv"))
 register("Quadruped", _make_locomotion("QuadrupedEnv"))
+register("Humanoid", _make_locomotion("HumanoidEnv"))
 
 __all__ = ["VecEnv", "GymVecEnv", "make", "register", "available"]

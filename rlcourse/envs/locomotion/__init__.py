@@ -7,7 +7,7 @@ returns a :class:`~rlcourse.envs.VecEnv` with Isaac Lab step semantics. The piec
 * :mod:`.env`: the ``DirectRLEnv``-style step loop shared by the tasks;
 * :mod:`.rewards`: reward terms as data (``RewardTerm(func, weight, params)``);
 * :mod:`.randomization`: domain randomization configs (IsaacGymEnvs / Isaac Lab style);
-* :mod:`.ant`: the IsaacGymEnvs Ant task;
+* :mod:`.ant`: the IsaacGymEnvs Ant task, and ``HumanoidEnv`` (the same task logic on a humanoid);
 * :mod:`.quadruped`: a 12-DoF quadruped tracking velocity commands (IGE Anymal style);
 * :mod:`.video`: ``env.render()`` frames to GIF/MP4, shown inline in a notebook.
 """
@@ -22,11 +22,11 @@ import sys
 if platform.system() == "Linux" and not os.environ.get("DISPLAY") and "mujoco" not in sys.modules:
     os.environ.setdefault("MUJOCO_GL", "egl")
 
-from rlcourse.envs.locomotion.ant import AntEnv  # noqa: E402
+from rlcourse.envs.locomotion.ant import AntEnv, HumanoidEnv  # noqa: E402
 from rlcourse.envs.locomotion.env import MujocoLocomotionEnv  # noqa: E402
 from rlcourse.envs.locomotion.quadruped import QuadrupedEnv  # noqa: E402
 from rlcourse.envs.locomotion.randomization import DomainRandomization, parse_config  # noqa: E402
 from rlcourse.envs.locomotion.rewards import RewardTerm  # noqa: E402
 from rlcourse.envs.locomotion.video import record_video, show_video  # noqa: E402
 
-__all__ = ["AntEnv", "QuadrupedEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config", "record_video", "show_video"]
+__all__ = ["AntEnv", "HumanoidEnv", "QuadrupedEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config", "record_video", "show_video"]

@@ -149,6 +149,8 @@ class AntEnv(MujocoLocomotionEnv):
     """
 
     env_id = "Ant"
+    asset = "ant.xml"          # gymnasium's MJCF
+    num_actuators = 8
     dof_vel_scale = 0.2
     target = (1000.0, 0.0)
 
@@ -168,16 +170,22 @@ class AntEnv(MujocoLocomotionEnv):
         nthread: int | None = None,
         xml_path: str | os.PathLike | None = None,
     ) -> None:
-        model = load_model(xml_path or gymnasium_asset("ant.xml"), integrator=integrator, timestep=timestep)
-        if model.nu != 8 or model.jnt_type[0] != mujoco.mjtJoint.mjJNT_FREE:
-            raise ValueError(f"{xml_path}: the Ant task needs a free-floating torso and 8 actuators, got nu={model.nu}")
+        model = load_model(xml_path or gymnasium_asset(self.asset), integrator=integrator, timestep=timestep)
+        if model.nu != self.num_actuators or model.jnt_type[0] != mujoco.mjtJoint.mjJNT_FREE:
+            raise ValueError(f"{xml_path or self.asset}: the {self.env_id} task needs a free-floating torso and "
+                             f"{self.num_actuators} actuators, got nu={model.nu}")
         self.termination_height = float(termination_height)
         self.power_scale = float(power_scale)
         self._target_np = np.asarray(self.target, dtype=np.float64)
+        # Actions in [-1, 1] map onto each actuator's control range (the Ant's is [-1, 1]
+        # already; the humanoid's [-0.4, 0.4]), so the policy always works in unit actions.
+        half_range = np.where(model.actuator_ctrllimited.astype(bool),
+                              np.abs(model.actuator_ctrlrange).max(axis=1), 1.0)
+        self._ctrl_scale = None if np.all(half_range == 1.0) else half_range
         super().__init__(
             model, num_envs, seed, device, rewards, randomization,
             decimation=decimation, max_episode_length=episode_length, clip_actions=1.0,
-            nthread=nthread, num_obs=36,
+            nthread=nthread, num_obs=12 + 3 * self.num_actuators,
         )
         # Standing pose from ant.xml's <numeric name="init_qpos">, else qpos0.
         init = model.qpos0.copy()
@@ -204,11 +212,12 @@ class AntEnv(MujocoLocomotionEnv):
 
     # ------------------------------------------------------------------ hooks
     def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
-        if self.power_scale == 1.0:
+        if self.power_scale == 1.0 and self._ctrl_scale is None:
             actions = actions.detach()
             # float32 is fine: the backend widens it to float64 as it copies it into its buffer.
             return (actions if actions.device.type == "cpu" else actions.cpu()).numpy()
-        return (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
+        ctrl = (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
+        return ctrl if self._ctrl_scale is None else ctrl * self._ctrl_scale
 
     def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
         k = super()._kinematics(st, sensordata)
@@ -280,6 +289,45 @@ class AntEnv(MujocoLocomotionEnv):
         potential = self._from_numpy(-dist / np.float32(self.step_dt))
         self.potentials[env_ids] = potential
         self.prev_potentials[env_ids] = potential
+
+
+class HumanoidEnv(AntEnv):
+    """The IsaacGymEnvs Humanoid task on gymnasium's ``humanoid.xml``: the Ant's task logic
+    (walk toward a target along +x) on a 17-actuator humanoid.
+
+    Same observation layout as the Ant with 17 joints: ``(num_envs, 63)`` = 12 torso/target
+    values, 17 scaled joint positions, 17 joint velocities x 0.1, 17 previous actions. Actions
+    ``(num_envs, 17)`` in ``[-1, 1]`` are scaled to the motors' control range ``[-0.4, 0.4]``
+    (torque = control x gear, gears 25-300 as in ``humanoid.xml``). Reward terms and weights
+    from IGE ``Humanoid.yaml``: ``progress`` 1.0, ``alive`` 2.0, ``upright`` 0.1, ``heading``
+    0.5, ``action_l2`` -0.01, ``energy`` -0.05, ``joints_at_limit`` -0.25, ``termination``
+    -1.0. Terminated when the torso drops below 0.8 m (it starts at 1.4 m); physics: the
+    model's 0.003 s step, ``implicitfast``, 5 substeps per control step (``dt = 0.015`` s,
+    as gymnasium's Humanoid-v5). Takes the same keyword arguments as :class:`AntEnv`.
+    """
+
+    env_id = "Humanoid"
+    asset = "humanoid.xml"
+    num_actuators = 17
+    dof_vel_scale = 0.1
+
+    def __init__(self, num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu",
+                 termination_height: float = 0.8, timestep: float = 0.003, **kwargs: Any) -> None:
+        super().__init__(num_envs=num_envs, seed=seed, device=device, termination_height=termination_height,
+                         timestep=timestep, **kwargs)
+
+    @classmethod
+    def default_rewards(cls) -> dict[str, RewardTerm]:
+        return {
+            "progress": RewardTerm(progress, 1.0),
+            "alive": RewardTerm(alive, 2.0),
+            "upright": RewardTerm(upright, 0.1),
+            "heading": RewardTerm(heading, 0.5),
+            "action_l2": RewardTerm(action_l2, -0.01),
+            "energy": RewardTerm(energy, -0.05),
+            "joints_at_limit": RewardTerm(joints_at_limit, -0.25),
+            "termination": RewardTerm(is_terminated, -1.0),
+        }
 
 
 def make_ant(num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu", **kwargs: Any) -> AntEnv:
