@@ -1,8 +1,8 @@
 """Wall-clock time to reach a return threshold: rlcourse vs Stable-Baselines3.
 
-For each task, both libraries train with their own tuned settings (our YAML presets;
-SB3 with the RL Baselines3 Zoo hyperparameters for the same env), same number of envs
-and network sizes where the presets allow, alternating in one process. Every
+For each task, both libraries train with the same number of envs, network sizes and main
+hyperparameters (our YAML presets; SB3 configured to match them, starting from the RL
+Baselines3 Zoo values for the env), alternating in one process. Every
 ``eval_every`` env steps the deterministic policy is evaluated on ``eval_episodes``
 episodes; the clock (training time only, evaluation excluded) stops when the mean
 return reaches the threshold. Median over seeds; target ours / SB3 <= 0.5.
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -53,10 +54,16 @@ TASKS: dict[str, Task] = {
              target_update_interval=10, train_freq=64, gradient_steps=128, exploration_fraction=0.16,
              exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256])),
     ),
-    "sac_pendulum": Task("sac", "Pendulum-v1", -200.0, 40_000, 2_000, 1, dict(learning_rate=1e-3)),
+    # SAC / DDPG: SB3 gets the same network sizes and settings as our presets (64-64 layers,
+    # step size 1e-3, 1,000 random steps, batch 256, one gradient step per env step).
+    "sac_pendulum": Task(
+        "sac", "Pendulum-v1", -200.0, 40_000, 2_000, 1,
+        dict(learning_rate=1e-3, learning_starts=1000, batch_size=256, policy_kwargs=dict(net_arch=[64, 64])),
+    ),
     "ddpg_pendulum": Task(
         "ddpg", "Pendulum-v1", -200.0, 40_000, 2_000, 1,
-        dict(learning_rate=1e-3, gradient_steps=1, train_freq=1, policy_kwargs=dict(net_arch=[400, 300])),
+        dict(learning_rate=1e-3, gamma=0.98, learning_starts=1000, batch_size=256, gradient_steps=1, train_freq=1,
+             policy_kwargs=dict(net_arch=[64, 64])),
         sb3_noise_std=0.1,
     ),
 }
@@ -181,12 +188,31 @@ def main() -> None:
         print(line, flush=True)
         lines.append(f"- {line}")
     if not args.no_record:
+        # Keep the lines of tasks not run this time (each line says when and where it was measured).
+        stamp = f" [{machine_line()}; seeds {seeds}, eval on {args.eval_episodes} episodes, threads {args.threads}]"
+        lines = [line + stamp for line in lines]
+        run = {line.split(" (")[0] for line in lines}
+        kept = [line for line in _recorded_lines() if line.split(" (")[0] not in run]
         record(
             "Time to threshold",
-            f"- machine: {machine_line()}\n- seeds {seeds}, evaluation every N steps on "
-            f"{args.eval_episodes} episodes (evaluation time excluded), torch threads {args.threads}\n" + "\n".join(lines)
-            + "\n- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`",
+            "Evaluation every N steps; evaluation time excluded; median over seeds.\n\n" + "\n".join(kept + lines)
+            + "\n\n- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`",
         )
+
+
+def _recorded_lines() -> list[str]:
+    """The per-task lines already in the RESULTS.md section."""
+    from common import RESULTS
+
+    if not RESULTS.exists():
+        return []
+    text = RESULTS.read_text()
+    start = text.find("## Time to threshold\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + 1)
+    block = text[start : end if end > 0 else len(text)]
+    return [line for line in block.splitlines() if re.match(r"- [a-z0-9]+_[a-z0-9]+ \(", line)]
 
 
 if __name__ == "__main__":
