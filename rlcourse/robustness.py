@@ -31,11 +31,15 @@ def _fixed(param: str, op: str = "scaling") -> Callable[[float], dict[str, Any]]
     return lambda v: {param: {"range": [v, v], "operation": op}}
 
 
+# Stands for the task's floating base (Ant/Humanoid "torso", Quadruped "base"); resolved
+# by evaluate_robustness from the task's model.
+_ROOT = "<root body>"
+
 # sweep key -> randomization config that pins every env to that value
 SWEEPS: dict[str, Callable[[float], dict[str, Any]]] = {
     "friction": _fixed("friction"),
     "mass_scale": _fixed("mass"),
-    "added_mass": lambda v: {"mass": {"range": [v, v], "operation": "additive", "bodies": ["torso"]}},
+    "added_mass": lambda v: {"mass": {"range": [v, v], "operation": "additive", "bodies": [_ROOT]}},
     "actuator_strength": _fixed("actuator_strength"),
     "joint_damping_scale": _fixed("joint_damping"),
     "gravity_scale": _fixed("gravity"),
@@ -43,7 +47,25 @@ SWEEPS: dict[str, Callable[[float], dict[str, Any]]] = {
     "obs_noise_std": lambda v: {"obs_noise": {"range": [0.0, v]}},
     "action_noise_std": lambda v: {"action_noise": {"range": [0.0, v]}},
 }
-"""Supported sweep keys. Scales multiply the nominal value; ``added_mass`` adds kg to the torso."""
+"""Supported sweep keys. Scales multiply the nominal value; ``added_mass`` adds kg to the robot's
+floating base (the torso of the Ant and the Humanoid, the base of the Quadruped)."""
+
+
+def _root_body_name(task: str, env_kwargs: Mapping[str, Any]) -> str:
+    """Name of the body carried by the task's free joint (its floating base)."""
+    import mujoco
+
+    from rlcourse import envs
+
+    env = envs.make(task, num_envs=1, seed=0, **dict(env_kwargs))
+    try:
+        model = env.model
+        free = [j for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_FREE]
+        if not free:
+            raise ValueError(f"added_mass: task {task!r} has no floating base")
+        return mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_BODY, int(model.jnt_bodyid[free[0]]))
+    finally:
+        env.close()
 
 
 @dataclasses.dataclass
@@ -146,11 +168,14 @@ def evaluate_robustness(
         policy = load_policy(policy)
     params = list(sweep)
     values = {p: [float(v) for v in sweep[p]] for p in params}
+    root = _root_body_name(task, env_kwargs or {}) if "added_mass" in params else None
     rows = []
     for point in itertools.product(*(values[p] for p in params)):
         cfg: dict[str, Any] = {}
         for p, v in zip(params, point):
             for name, term in SWEEPS[p](v).items():
+                if term.get("bodies") == [_ROOT]:
+                    term = {**term, "bodies": [root]}
                 if name in cfg:
                     raise ValueError(f"sweep parameters {params} both set {name!r}; sweep them separately")
                 cfg[name] = term

@@ -73,3 +73,14 @@ def test_accepts_an_exported_torchscript_policy(tmp_path):
 def test_bad_sweeps_are_clear_errors(sweep, match):
     with pytest.raises(ValueError, match=match):
         rlcourse.evaluate_robustness(push_all_joints, "Ant", sweep=sweep, episodes=1, num_envs=1, env_kwargs=SHORT)
+
+
+@pytest.mark.parametrize("task, root, num_actions", [("Ant", "torso", 8), ("Quadruped", "base", 12)])
+def test_added_mass_goes_on_each_task_s_floating_base(task, root, num_actions):
+    from rlcourse.robustness import _root_body_name
+
+    assert _root_body_name(task, {}) == root
+    zero = lambda obs: torch.zeros(obs.shape[0], num_actions)  # noqa: E731
+    res = rlcourse.evaluate_robustness(zero, task, sweep={"added_mass": [0.0, 5.0]}, episodes=1, num_envs=1,
+                                       env_kwargs={"episode_length": 5})
+    assert [row["added_mass"] for row in res.rows] == [0.0, 5.0]
