@@ -53,7 +53,9 @@ def train(name: str, out: str | os.PathLike | None = None) -> Path:
     import rlcourse
     from rlcourse.algos import get_algorithm
 
-    spec = POLICIES[path(name).stem]
+    default = path(name)                   # rejects an unknown name with a clear error
+    target = default if out is None else Path(out)
+    spec = POLICIES[name]
     torch.set_num_threads(1)
     random.seed(spec["seed"])
     np.random.seed(spec["seed"])
@@ -64,7 +66,6 @@ def train(name: str, out: str | os.PathLike | None = None) -> Path:
         agent.learn(spec["total_steps"], eval_episodes=0, progress=False)
     finally:
         env.close()
-    target = Path(out) if out is not None else path(name)
     agent.save(target)
     return target
 

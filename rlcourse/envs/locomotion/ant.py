@@ -197,18 +197,18 @@ class AntEnv(MujocoLocomotionEnv):
         self.potentials = torch.zeros(num_envs, device=self.device)
         self.prev_potentials = torch.zeros(num_envs, device=self.device)
 
+    # Default term -> weight (IGE Ant.yaml); subclasses change the weights, not the terms.
+    reward_weights: dict[str, float] = {
+        "progress": 1.0, "alive": 0.5, "upright": 0.1, "heading": 0.5,
+        "action_l2": -0.005, "energy": -0.05, "joints_at_limit": -0.1, "termination": -2.0,
+    }
+
     @classmethod
     def default_rewards(cls) -> dict[str, RewardTerm]:
-        return {
-            "progress": RewardTerm(progress, 1.0),
-            "alive": RewardTerm(alive, 0.5),
-            "upright": RewardTerm(upright, 0.1),
-            "heading": RewardTerm(heading, 0.5),
-            "action_l2": RewardTerm(action_l2, -0.005),
-            "energy": RewardTerm(energy, -0.05),
-            "joints_at_limit": RewardTerm(joints_at_limit, -0.1),
-            "termination": RewardTerm(is_terminated, -2.0),
-        }
+        funcs = {"progress": progress, "alive": alive, "upright": upright, "heading": heading,
+                 "action_l2": action_l2, "energy": energy, "joints_at_limit": joints_at_limit,
+                 "termination": is_terminated}
+        return {name: RewardTerm(funcs[name], weight) for name, weight in cls.reward_weights.items()}
 
     # ------------------------------------------------------------------ hooks
     def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
@@ -316,18 +316,8 @@ class HumanoidEnv(AntEnv):
         super().__init__(num_envs=num_envs, seed=seed, device=device, termination_height=termination_height,
                          timestep=timestep, **kwargs)
 
-    @classmethod
-    def default_rewards(cls) -> dict[str, RewardTerm]:
-        return {
-            "progress": RewardTerm(progress, 1.0),
-            "alive": RewardTerm(alive, 2.0),
-            "upright": RewardTerm(upright, 0.1),
-            "heading": RewardTerm(heading, 0.5),
-            "action_l2": RewardTerm(action_l2, -0.01),
-            "energy": RewardTerm(energy, -0.05),
-            "joints_at_limit": RewardTerm(joints_at_limit, -0.25),
-            "termination": RewardTerm(is_terminated, -1.0),
-        }
+    reward_weights = {**AntEnv.reward_weights, "alive": 2.0, "action_l2": -0.01, "joints_at_limit": -0.25,
+                      "termination": -1.0}   # IGE Humanoid.yaml
 
 
 def make_ant(num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu", **kwargs: Any) -> AntEnv:
