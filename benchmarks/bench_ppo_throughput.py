@@ -10,15 +10,12 @@ reported. Target: ours / SB3 >= 2.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from common import machine_line, median, record, timed  # noqa: E402
+from common import compare_throughput, timed  # noqa: E402
 
 ENV_ID = "Ant-v5"
 NUM_ENVS = 8
@@ -60,30 +57,10 @@ def run_sb3(steps: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=3 * N_STEPS * NUM_ENVS)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    ours, sb3 = [], []
-    for r in range(args.repeats):
-        ours.append(run_ours(args.steps, seed=r))
-        sb3.append(run_sb3(args.steps, seed=r))
-        print(f"repeat {r}: rlcourse {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
-    ratio = median(ours) / median(sb3)
-    line = (
-        f"PPO {ENV_ID}, {NUM_ENVS} envs, {args.steps} steps x {args.repeats}: rlcourse {median(ours):.0f} steps/s, "
-        f"SB3 {median(sb3):.0f} steps/s, ratio {ratio:.2f} (target >= 2.0), torch threads {args.threads}"
+    compare_throughput(
+        run_ours, run_sb3, doc=__doc__, default_steps=3 * N_STEPS * NUM_ENVS, label=lambda steps, repeats: f"PPO {ENV_ID}, {NUM_ENVS} envs, {steps} steps x {repeats}",
+        target=" (target >= 2.0)", section="PPO training throughput (Ant-v5)", script="bench_ppo_throughput.py",
     )
-    print(line)
-    if not args.no_record:
-        record(
-            "PPO training throughput (Ant-v5)",
-            f"- machine: {machine_line()}\n- {line}\n- command: `.venv/bin/python benchmarks/bench_ppo_throughput.py`",
-        )
 
 
 if __name__ == "__main__":

@@ -11,15 +11,12 @@ target ratio for SAC throughput (its >= 2x target is for PPO); we report the mea
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
-
-from common import machine_line, median, record, timed  # noqa: E402
+from common import compare_throughput, timed  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
 LEARNING_STARTS = 1_000
@@ -62,30 +59,10 @@ def run_sb3(steps: int, seed: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", type=int, default=6_000)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-
-    ours, sb3 = [], []
-    for r in range(args.repeats):
-        ours.append(run_ours(args.steps, seed=r))
-        sb3.append(run_sb3(args.steps, seed=r))
-        print(f"repeat {r}: rlcourse {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
-    ratio = median(ours) / median(sb3)
-    line = (
-        f"SAC {ENV_ID}, 1 env, {args.steps} steps ({LEARNING_STARTS} random) x {args.repeats}: rlcourse "
-        f"{median(ours):.0f} steps/s, SB3 {median(sb3):.0f} steps/s, ratio {ratio:.2f}, torch threads {args.threads}"
+    compare_throughput(
+        run_ours, run_sb3, doc=__doc__, default_steps=6_000, label=lambda steps, repeats: f"SAC {ENV_ID}, 1 env, {steps} steps ({LEARNING_STARTS} random) x {repeats}",
+        target="", section="SAC training throughput (Pendulum-v1)", script="bench_sac_throughput.py",
     )
-    print(line)
-    if not args.no_record:
-        record(
-            "SAC training throughput (Pendulum-v1)",
-            f"- machine: {machine_line()}\n- {line}\n- command: `.venv/bin/python benchmarks/bench_sac_throughput.py`",
-        )
 
 
 if __name__ == "__main__":

@@ -57,3 +57,44 @@ def record(section: str, body: str) -> None:
         text = text.rstrip() + "\n\n" + block
     RESULTS.write_text(text.rstrip() + "\n")
     print(f"recorded in {RESULTS}", file=sys.stderr)
+
+
+def compare_throughput(
+    run_ours: Callable[[int, int], float],
+    run_sb3: Callable[[int, int], float],
+    *,
+    doc: str,
+    default_steps: int,
+    label: Callable[[int, int], str],
+    target: str,
+    section: str,
+    script: str,
+) -> None:
+    """The ``main()`` of a throughput benchmark: parse ``--steps/--repeats/--threads/--no-record``,
+    alternate the two libraries (``run_*(steps, seed) -> steps/s``), print the median ratio and
+    record it in RESULTS.md under ``section``. ``label(steps, repeats)`` names the setup."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc)
+    parser.add_argument("--steps", type=int, default=default_steps)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
+    parser.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    ours, sb3 = [], []
+    for r in range(args.repeats):
+        ours.append(run_ours(args.steps, r))
+        sb3.append(run_sb3(args.steps, r))
+        print(f"repeat {r}: rlcourse {ours[-1]:.0f} steps/s, SB3 {sb3[-1]:.0f} steps/s", flush=True)
+    ratio = median(ours) / median(sb3)
+    line = (
+        f"{label(args.steps, args.repeats)}: rlcourse {median(ours):.0f} steps/s, SB3 {median(sb3):.0f} steps/s, "
+        f"ratio {ratio:.2f}{target}, torch threads {args.threads}"
+    )
+    print(line)
+    if not args.no_record:
+        record(section, f"- machine: {machine_line()}\n- {line}\n- command: `.venv/bin/python benchmarks/{script}`")
