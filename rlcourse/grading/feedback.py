@@ -15,7 +15,6 @@ runs inside ``nbgrader generate_feedback`` (see ``autograder/nbgrader_config.py`
 
 from __future__ import annotations
 
-from typing import Any
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearHiddenTests

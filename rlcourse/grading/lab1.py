@@ -18,10 +18,8 @@ and by ``rlcourse pin lab1_dqn``, which measures the reference solution under it
 from __future__ import annotations
 
 import datetime as _dt
-import multiprocessing
+import functools
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -266,47 +264,24 @@ def train_and_evaluate(
     protocol: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train DQN exactly as the notebook's graded cell does and evaluate it (used by the pins and tests)."""
-    import random
-
-    import numpy as np
-
-    import rlcourse
+    from rlcourse.grading.pins import train_and_evaluate_agent
 
     p = {**PROTOCOL, **(protocol or {})}
     seed = p["seed"] if seed is None else int(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    env = rlcourse.envs.make(p["env"], num_envs=p["num_envs"], seed=seed)
     hp = {k: tuple(v) if isinstance(v, list) else v for k, v in p["hyperparameters"].items()}
-    agent = reference.DQN(env, seed=seed, epsilon_fn=epsilon_fn, target_fn=target_fn, loss_fn=loss_fn, **hp)
-    agent.learn(p["total_steps"], eval_episodes=0, progress=False)
-    eval_env = rlcourse.envs.make(p["env"], num_envs=8, seed=p["eval_seed"] + seed)
-    result = rlcourse.evaluate(agent, eval_env, episodes=p["eval_episodes"])
-    env.close()
-    eval_env.close()
-    return result
-
-
-def _pin_run(seed: int) -> dict[str, Any]:
-    """One reference training run (module-level so a process pool can pickle it)."""
-    torch.set_num_threads(1)  # same as the notebook's graded cell
-    start, cpu = time.perf_counter(), time.process_time()
-    result = train_and_evaluate(seed=seed)
-    return {"seed": seed, "return": result[PROTOCOL["metric"]], "std": result["episode_return_std"],
-            "wall_time_s": round(time.perf_counter() - start, 1), "cpu_time_s": round(time.process_time() - cpu, 1)}
+    return train_and_evaluate_agent(
+        p, seed,
+        lambda env, s: reference.DQN(env, seed=s, epsilon_fn=epsilon_fn, target_fn=target_fn, loss_fn=loss_fn, **hp),
+        eval_envs=8,
+    )
 
 
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """``rlcourse pin lab1_dqn``: train the reference DQN under :data:`PROTOCOL` on ``seeds``."""
-    from rlcourse.grading.pins import _versions
+    from rlcourse.grading.pins import _versions, evaluated_return_run, reference_runs, return_training_entry
 
-    seeds = tuple(sorted(set(seeds) | {PROTOCOL["seed"]}))
-    workers = workers or max(1, min(len(seeds), os.cpu_count() or 1))
-    start = time.perf_counter()
-    # "spawn": forking a process that has imported torch can deadlock its thread pools.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(_pin_run, seeds))
+    run = functools.partial(evaluated_return_run, train_and_evaluate, PROTOCOL["metric"])
+    seeds, runs, seconds = reference_runs(run, seeds, PROTOCOL["seed"], workers)
     returns = [r["return"] for r in runs]
     worst = min(returns)
     if worst < MIN_REFERENCE_RETURN:
@@ -324,19 +299,11 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
             "check": "value and d/dpredictions vs rlcourse.algos.dqn.huber_loss on lab1.huber_cases()",
             "tolerance": dict(DEFAULT_TOLERANCES),
         },
-        "training": {
-            "protocol": dict(PROTOCOL),
-            "reference_seeds": list(seeds),
-            "reference_returns": [round(r, 2) for r in returns],
-            "reference_mean": round(sum(returns) / len(returns), 2),
-            "reference_min": round(worst, 2),
-            "threshold": float(round(MARGIN * worst)),
-            "threshold_rule": f"round({MARGIN} * reference_min)",
-            "runs": runs,
-        },
+        "training": return_training_entry(PROTOCOL, seeds, runs, float(round(MARGIN * worst)),
+                                          f"round({MARGIN} * reference_min)"),
         "produced_by": "rlcourse pin lab1_dqn (rlcourse.grading.lab1.pin -> lab1.train_and_evaluate with the "
                        "reference epsilon_greedy, double_dqn_target and huber_loss)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(seconds, 1),
         "versions": _versions(),
     }

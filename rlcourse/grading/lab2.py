@@ -241,22 +241,10 @@ def train_and_evaluate(
     protocol: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train PPO exactly as the notebook's graded cell does and evaluate it (used by the pins)."""
-    import random
-
-    import numpy as np
-
-    import rlcourse
+    from rlcourse.grading.pins import train_and_evaluate_agent
 
     p = {**PROTOCOL, **(protocol or {})}
     seed = p["seed"] if seed is None else int(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    env = rlcourse.envs.make(p["env"], num_envs=p["num_envs"], seed=seed)
-    agent = reference.PPO(env, seed=seed, gae_fn=gae_fn, surrogate_fn=surrogate_fn)
-    agent.learn(p["total_steps"], eval_episodes=0, progress=False)
-    eval_env = rlcourse.envs.make(p["env"], num_envs=8, seed=p["eval_seed"] + seed)
-    result = rlcourse.evaluate(agent, eval_env, episodes=p["eval_episodes"])
-    env.close()
-    eval_env.close()
-    return result
+    return train_and_evaluate_agent(
+        p, seed, lambda env, s: reference.PPO(env, seed=s, gae_fn=gae_fn, surrogate_fn=surrogate_fn), eval_envs=8
+    )

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -323,16 +321,13 @@ def train_and_evaluate(functions: Mapping[str, Callable[..., Any]] | None = None
     Returns the graded ``forward_speed`` (mean +x speed of the training robots over the last
     ``speed_iterations`` iterations, m/s) and, not graded, the deterministic policy's walk.
     """
-    import random
-
     import rlcourse
+    from rlcourse.grading.pins import seed_everything
 
     p = {**PROTOCOL, **(protocol or {})}
     functions = reference_terms() if functions is None else functions
     seed = p["seed"] if seed is None else int(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
+    seed_everything(seed)
     env = rlcourse.envs.make(p["env"], num_envs=p["num_envs"], seed=seed, rewards=lab_rewards(functions, p["weights"]))
     agent = rlcourse.PPO(env, seed=seed)
     meter = ForwardSpeedMeter(env)
@@ -365,17 +360,10 @@ def pin(seeds: tuple[int, ...] = SEEDS, workers: int | None = None) -> dict[str,
     ``threshold = round(MARGIN * worst seed, 3)`` m/s. Workers default to 1: the
     training already uses the machine's cores for physics (``RLCOURSE_PIN_WORKERS`` overrides).
     """
-    from rlcourse.grading.pins import _versions
+    from rlcourse.grading.pins import _versions, reference_runs
 
-    seeds = tuple(sorted(set(seeds) | {PROTOCOL["seed"]}))
     workers = workers or int(os.environ.get("RLCOURSE_PIN_WORKERS", "1"))
-    workers = min(workers, len(seeds))
-    start = time.perf_counter()
-    if workers == 1:
-        runs = [_pin_run(s) for s in seeds]
-    else:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            runs = list(pool.map(_pin_run, seeds))
+    seeds, runs, seconds = reference_runs(_pin_run, seeds, PROTOCOL["seed"], workers)
     values = [r["forward_speed"] for r in runs]
     worst = min(values)
     if worst < 0.04:
@@ -400,6 +388,6 @@ def pin(seeds: tuple[int, ...] = SEEDS, workers: int | None = None) -> dict[str,
         "produced_by": "rlcourse pin lab3_reward_shaping (rlcourse.grading.lab3.pin -> lab3.train_and_evaluate "
                        "with the reference terms of rlcourse.envs.locomotion.ant)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(seconds, 1),
         "versions": _versions(),
     }

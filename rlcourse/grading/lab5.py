@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import math
-import multiprocessing
 import os
-import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -309,26 +307,16 @@ def train_and_evaluate(
     protocol: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train SAC exactly as the notebook's graded cell does and evaluate it (used by the pins and tests)."""
-    import random
-
-    import numpy as np
-
-    import rlcourse
+    from rlcourse.grading.pins import train_and_evaluate_agent
 
     p = {**PROTOCOL, **(protocol or {})}
     seed = p["seed"] if seed is None else int(seed)
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    env = rlcourse.envs.make(p["env"], num_envs=p["num_envs"], seed=seed)
-    agent = reference.SAC(env, seed=seed, target_fn=target_fn, log_prob_fn=log_prob_fn,
-                          temperature_loss_fn=temperature_loss_fn, polyak_fn=polyak_fn)
-    agent.learn(p["total_steps"], eval_episodes=0, progress=False)
-    eval_env = rlcourse.envs.make(p["env"], num_envs=5, seed=p["eval_seed"] + seed)
-    result = rlcourse.evaluate(agent, eval_env, episodes=p["eval_episodes"])
-    env.close()
-    eval_env.close()
-    return result
+    return train_and_evaluate_agent(
+        p, seed,
+        lambda env, s: reference.SAC(env, seed=s, target_fn=target_fn, log_prob_fn=log_prob_fn,
+                                     temperature_loss_fn=temperature_loss_fn, polyak_fn=polyak_fn),
+        eval_envs=5,
+    )
 
 
 def untrained_return(protocol: dict[str, Any] | None = None, seed: int | None = None) -> float:
@@ -350,24 +338,12 @@ def untrained_return(protocol: dict[str, Any] | None = None, seed: int | None = 
     return float(result[p["metric"]])
 
 
-def _pin_run(seed: int) -> dict[str, Any]:
-    """One reference training run (module-level so a process pool can pickle it)."""
-    torch.set_num_threads(1)  # same as the notebook's graded cell
-    start, cpu = time.perf_counter(), time.process_time()
-    result = train_and_evaluate(seed=seed)
-    return {"seed": seed, "return": result[PROTOCOL["metric"]], "std": result["episode_return_std"],
-            "wall_time_s": round(time.perf_counter() - start, 1), "cpu_time_s": round(time.process_time() - cpu, 1)}
-
-
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """``rlcourse pin lab5_sac``: train the reference SAC under :data:`PROTOCOL` on ``seeds``."""
-    from rlcourse.grading.pins import _versions
+    from rlcourse.grading.pins import _versions, evaluated_return_run, reference_runs, return_training_entry
 
-    seeds = tuple(sorted(set(seeds) | {PROTOCOL["seed"]}))
-    workers = workers or max(1, min(len(seeds), os.cpu_count() or 1))
-    start = time.perf_counter()
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(_pin_run, seeds))
+    run = functools.partial(evaluated_return_run, train_and_evaluate, PROTOCOL["metric"])
+    seeds, runs, seconds = reference_runs(run, seeds, PROTOCOL["seed"], workers)
     returns = [r["return"] for r in runs]
     worst = min(returns)
     if worst < MAX_REFERENCE_RETURN:
@@ -391,20 +367,14 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
             "check": "in-place update vs rlcourse.algos.common.polyak_update on lab5.polyak_modules()",
             "tolerance": dict(DEFAULT_TOLERANCES),
         },
-        "training": {
-            "protocol": dict(PROTOCOL),
-            "reference_seeds": list(seeds),
-            "reference_returns": [round(r, 2) for r in returns],
-            "reference_mean": round(sum(returns) / len(returns), 2),
-            "reference_min": round(worst, 2),
-            "untrained_return": round(untrained, 2),
-            "threshold": float(round(untrained + MARGIN * (worst - untrained))),
-            "threshold_rule": f"round(untrained_return + {MARGIN} * (reference_min - untrained_return))",
-            "runs": runs,
-        },
+        "training": return_training_entry(
+            PROTOCOL, seeds, runs, float(round(untrained + MARGIN * (worst - untrained))),
+            f"round(untrained_return + {MARGIN} * (reference_min - untrained_return))",
+            untrained_return=round(untrained, 2),
+        ),
         "produced_by": "rlcourse pin lab5_sac (rlcourse.grading.lab5.pin -> lab5.train_and_evaluate with the "
                        "reference sac_critic_target, squashed_gaussian_log_prob, temperature_loss and polyak_update)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(seconds, 1),
         "versions": _versions(),
     }

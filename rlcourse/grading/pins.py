@@ -16,6 +16,7 @@ and with which library versions.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import multiprocessing
 import os
@@ -24,7 +25,7 @@ import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from rlcourse.grading.release import find_course_dir, list_labs
 
@@ -46,29 +47,101 @@ def _versions() -> dict[str, str]:
             "gymnasium": gymnasium.__version__, "rlcourse": rlcourse.__version__, "platform": platform.platform()}
 
 
-def _lab2_run(seed: int) -> dict[str, Any]:
-    """One reference training run (module-level so a process pool can pickle it)."""
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators, as a lab's training cell does first."""
+    import random
+
+    import numpy as np
     import torch
 
-    from rlcourse.grading import lab2
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
-    torch.set_num_threads(1)  # same as the notebook's graded cell
+
+def reference_runs(
+    run_fn: Callable[[int], dict[str, Any]], seeds: Iterable[int], graded_seed: int, workers: int | None = None
+) -> tuple[tuple[int, ...], list[dict[str, Any]], float]:
+    """Run ``run_fn(seed)`` once per reference seed, in parallel worker processes.
+
+    The graded seed is always one of the seeds. ``run_fn`` must be picklable (a module-level
+    function, or a ``functools.partial`` of one). ``workers`` defaults to one per CPU core;
+    with one worker the runs happen in this process.
+
+    Returns:
+        ``(seeds, runs, seconds)``: the sorted seeds, ``run_fn``'s results in that order and
+        the wall-clock time of all runs.
+    """
+    seeds = tuple(sorted(set(seeds) | {graded_seed}))
+    workers = min(workers or os.cpu_count() or 1, len(seeds))
     start = time.perf_counter()
-    result = lab2.train_and_evaluate(seed=seed)
-    return {"seed": seed, "return": result[lab2.PROTOCOL["metric"]], "std": result["episode_return_std"],
-            "wall_time_s": round(time.perf_counter() - start, 1)}
+    if workers == 1:
+        runs = [run_fn(s) for s in seeds]
+    else:
+        # "spawn": forking a process that has imported torch can deadlock its thread pools.
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(run_fn, seeds))
+    return seeds, runs, time.perf_counter() - start
+
+
+def train_and_evaluate_agent(
+    protocol: dict[str, Any], seed: int, make_agent: Callable[[Any, int], Any], eval_envs: int
+) -> dict[str, Any]:
+    """Labs 1, 2 and 5's graded run: train ``make_agent(env, seed)`` for ``protocol["total_steps"]``
+    on ``protocol["env"]``, then evaluate its deterministic policy (:func:`rlcourse.evaluate`)."""
+    import rlcourse
+
+    seed_everything(seed)
+    env = rlcourse.envs.make(protocol["env"], num_envs=protocol["num_envs"], seed=seed)
+    agent = make_agent(env, seed)
+    agent.learn(protocol["total_steps"], eval_episodes=0, progress=False)
+    eval_env = rlcourse.envs.make(protocol["env"], num_envs=eval_envs, seed=protocol["eval_seed"] + seed)
+    result = rlcourse.evaluate(agent, eval_env, episodes=protocol["eval_episodes"])
+    env.close()
+    eval_env.close()
+    return result
+
+
+def evaluated_return_run(train_and_evaluate: Callable[..., dict[str, Any]], metric: str, seed: int) -> dict[str, Any]:
+    """One reference run of a lab graded on an evaluated return (labs 1, 2, 5), as a pins entry's ``runs`` row."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # same as the notebooks' graded cells
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        result = train_and_evaluate(seed=seed)
+    finally:
+        torch.set_num_threads(threads)  # a run in this process (one worker) leaves it as it was
+    return {"seed": seed, "return": result[metric], "std": result["episode_return_std"],
+            "wall_time_s": round(time.perf_counter() - start, 1), "cpu_time_s": round(time.process_time() - cpu, 1)}
+
+
+def return_training_entry(
+    protocol: dict[str, Any], seeds: tuple[int, ...], runs: list[dict[str, Any]], threshold: float, rule: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``training`` entry of a lab graded on an evaluated return, from :func:`evaluated_return_run` rows."""
+    returns = [r["return"] for r in runs]
+    return {
+        "protocol": dict(protocol),
+        "reference_seeds": list(seeds),
+        "reference_returns": [round(r, 2) for r in returns],
+        "reference_mean": round(sum(returns) / len(returns), 2),
+        "reference_min": round(min(returns), 2),
+        **extra,
+        "threshold": threshold,
+        "threshold_rule": rule,
+        "runs": runs,
+    }
 
 
 def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """Train the reference PPO under :data:`rlcourse.grading.lab2.PROTOCOL` on ``seeds``."""
     from rlcourse.grading import lab2
 
-    seeds = tuple(sorted(set(seeds) | {lab2.PROTOCOL["seed"]}))
-    workers = workers or max(1, min(len(seeds), os.cpu_count() or 1))
-    start = time.perf_counter()
-    # "spawn": forking a process that has imported torch can deadlock its thread pools.
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        runs = list(pool.map(_lab2_run, seeds))
+    run = functools.partial(evaluated_return_run, lab2.train_and_evaluate, lab2.PROTOCOL["metric"])
+    seeds, runs, seconds = reference_runs(run, seeds, lab2.PROTOCOL["seed"], workers)
     returns = [r["return"] for r in runs]
     worst = min(returns)
     # A reference that does not learn would make any pass mark meaningless.
@@ -83,20 +156,12 @@ def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) ->
             "check": "value and d/dlog_probs vs rlcourse.algos.ppo.clipped_surrogate_loss on lab2.surrogate_cases()",
             "tolerance": dict(lab2.DEFAULT_TOLERANCES),
         },
-        "training": {
-            "protocol": dict(lab2.PROTOCOL),
-            "reference_seeds": list(seeds),
-            "reference_returns": [round(r, 2) for r in returns],
-            "reference_mean": round(sum(returns) / len(returns), 2),
-            "reference_min": round(worst, 2),
-            "threshold": float(round(MARGIN * worst)),
-            "threshold_rule": f"round({MARGIN} * reference_min)",
-            "runs": runs,
-        },
+        "training": return_training_entry(lab2.PROTOCOL, seeds, runs, float(round(MARGIN * worst)),
+                                          f"round({MARGIN} * reference_min)"),
         "produced_by": "rlcourse pin lab2_ppo (rlcourse.grading.pins.pin_lab2 -> lab2.train_and_evaluate "
                        "with the reference compute_gae and clipped_surrogate_loss)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "wall_time_s": round(time.perf_counter() - start, 1),
+        "wall_time_s": round(seconds, 1),
         "versions": _versions(),
     }
 
