@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
+import mujoco
 import numpy as np
 import pytest
 import torch
@@ -288,10 +289,14 @@ def test_override_uses_the_given_functions() -> None:
     _rollout(dict(sample=sample, randomize=randomize, obs_noise=noise, draw_latency=latency,
                   latency_buffer=lab4.ActionLatency), steps=20)
     assert all(v > 0 for v in calls.values()), calls
-    # A wrong sampler changes the robots: every mass pinned to twice the nominal.
+    # A wrong sampler changes the robots: every payload draw is 2 kg, added to the torso only.
     _, masses = _rollout(dict(sample=lambda d, lo, hi, size, g: torch.full(size, 2.0, dtype=torch.float64)), steps=1)
-    nominal = rlcourse.envs.make("Ant", num_envs=1, nthread=1).model.body_mass
-    assert torch.allclose(masses[:, 1:], 2.0 * torch.as_tensor(nominal)[1:])
+    model = rlcourse.envs.make("Ant", num_envs=1, nthread=1).model
+    nominal = torch.as_tensor(model.body_mass)
+    torso = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "torso")
+    assert torch.allclose(masses[:, torso], nominal[torso] + 2.0)
+    others = [b for b in range(model.nbody) if b != torso]
+    assert torch.equal(masses[:, others], nominal[others].expand(len(masses), -1))
 
 
 def test_override_rejects_a_sampler_with_the_wrong_shape() -> None:
@@ -322,11 +327,14 @@ def test_training_check_needs_the_pass_mark_and_both_grids() -> None:
     t = pins["training"]["threshold"]
     lab4.check_training(_result(t, t - 1), pins)
     lab4.check_training(_result(t + 50, t + 49), pins)
-    # The comparison with the nominal policy is shown, not graded (see the module docstring).
-    lab4.check_training(_result(t + 5, t + 80), pins)
     with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
         lab4.check_training(_result(t - 1, t - 10), pins)
     assert str(t) not in str(info.value)
+    # Above the pass mark is not enough: the randomized worst cell must beat the nominal one.
+    for nominal in (t + 80, t + 5):
+        with pytest.raises(AssertionError, match="not higher than the nominal") as info:
+            lab4.check_training(_result(t + 5, nominal), pins)
+        assert str(t) not in str(info.value)
     with pytest.raises(AssertionError, match="minimum of its grid"):
         bad = _result(t + 5, t)
         bad["randomized"]["worst_case_return"] = t + 100

@@ -32,9 +32,9 @@ plug it into the `Ant` locomotion environment, and measure what it buys:
    `draw_latency(low, high, n, generator)` and the buffer class `ActionLatency` that delays each
    environment's actions by its own number of control steps.
 3. **Training**: a walking Ant policy (trained once on the nominal robot and shipped with the
-   course) is trained further twice, once on the nominal robot and once with randomized mass,
-   friction, observation noise and latency through *your* functions; then both policies walk
-   on a friction x mass grid of fixed robots.
+   course) is trained further twice, once on the nominal robot and once with a randomized
+   payload, floor friction and observation noise drawn by *your* functions; then both policies
+   walk on a friction x payload grid of fixed robots.
 
 Write code only between the `# YOUR CODE HERE` marks (replace `raise NotImplementedError()`).
 Every other code cell is locked; if you break or delete one, the grader restores it.
@@ -45,7 +45,7 @@ Every other code cell is locked; if you break or delete one, the grader restores
 |---|---|---|
 | `test_sampler` | 4 | the visible checks below, and hidden ones: shapes, dtype, bounds and `low == high` exactly; mean, standard deviation (of the logarithm, for `loguniform`) and median of 200,000 draws within 6 standard errors of the distribution's; the same seed gives the same draws, and only `generator` is used; `randomize` exactly |
 | `test_noise_latency` | 3 | the visible checks below, and hidden ones: statistics of the noise on 200,000 elements, independence between elements; the delay frequencies (both ends of the range included); `ActionLatency` step by step against the reference on a fixed action sequence with resets in the middle |
-| `test_training` | 3 | your functions randomize the Ant while PPO trains (seed 0, ~2 minutes for both runs and the sweeps); over the friction x mass grid, the randomized policy's **worst cell** must reach the pass mark pinned in `autograder/pinned_metrics.json` (set so that a correct solution passes on any seed). The nominal policy's grid is computed and shown for comparison, not graded. |
+| `test_training` | 3 | your functions randomize the Ant while PPO trains (seed 0, ~2 minutes for both runs and the sweeps); over the friction x payload grid, the randomized policy's **worst cell** must reach the pass mark pinned in `autograder/pinned_metrics.json` (set so that a correct solution passes on any seed) **and** be higher than the nominal policy's worst cell |
 
 A test cell gives all of its points or none. The training uses your functions, so an error
 in them can cost more than one cell; fix the function tests first.
@@ -289,34 +289,45 @@ _lab4.check_noise_latency(add_obs_noise, draw_latency, ActionLatency, _lab4.load
 """
 
 TRAIN_TEXT = r"""
-## 3. Train with and without randomization, then sweep friction x mass
+## 3. Train with and without randomization, then sweep friction x payload
 
 Learning to walk from scratch takes the Ant about a million steps (several minutes here), so
 this part starts where many real projects add randomization: from a policy that already walks.
 `rlcourse.pretrained.load("ant_walker", env=env)` gives a PPO agent trained for 1,000,000
 steps on the *nominal* Ant (no randomization; see `rlcourse/pretrained/__init__.py` for how it
-was made). The next cell trains it further twice, with the same seed and budget
-(102,400 steps each, 64 envs, ~40 s each):
+was made). It walks about 20 m in 10 s, and it is fragile in a way that matters on a real
+robot: **it cannot carry a load**. The Ant weighs 0.9 kg; with 20 kg strapped to its torso the
+walker still makes progress, with 30 kg it only stands. (Scaling the mass of every body, as in
+lecture 7, barely bothers it: its motors are strong for its own weight.)
 
-* **randomized**: at each reset every env draws a mass scale `U(0.5, 2.5)` per body and a
-  friction scale `logU(0.01, 1.0)`, sees `N(0, 0.01^2)` observation noise and a latency of 0 or
-  1 control step (50 ms at the Ant's 20 Hz), all through *your* functions;
+The next cell trains the walker further twice, with the same seed and budget (102,400 steps
+each, 64 envs, ~35 s each):
+
+* **randomized**: at each reset every env draws a payload `logU(0.1, 30)` kg that is *added* to
+  the torso's mass and a floor friction scale `logU(0.03, 2.0)`, and its observations get
+  `N(0, 0.01^2)` noise, all drawn by *your* functions;
 * **nominal**: the same extra training on the robot as built, `randomization=None`.
 
-Then `rlcourse.evaluate_robustness` runs both deterministic policies on a grid of *fixed*
-robots: friction scale 0.01 (wet ice) to 1 x mass scale 0.5 to 2.5, four 300-step (15 s)
-episodes per cell. The grid evaluation uses the environment's own sampler, not yours.
+Log-uniform ranges spread the draws evenly over orders of magnitude: as many robots carry
+0.1-1 kg as 3-30 kg, so the policy keeps practising the light robot while it learns to carry a
+load, and the friction range brackets the nominal floor (1.0) from both sides. No latency here,
+although you wrote it: one step of delay makes the shipped walker fall, and 100k steps with
+latency on half of the robots measurably held the randomized policy back (see the table at the
+end, and try it yourself in part 4).
 
-**What is graded is the randomized policy's worst cell**, not its average: a real robot meets
-one particular floor with one particular payload, and a policy is only as good as its worst
-plausible case. The pass mark checks that training through your functions produced a policy
-that still walks everywhere on the grid. It is graded, and it sets every seed itself, so running
-it again gives the same policies.
+Then `rlcourse.evaluate_robustness` runs both deterministic policies on a grid of *fixed*
+robots: friction scale 0.03 (ice) to 1 x payload 0 to 30 kg, four 300-step (15 s) episodes per
+cell. The grid evaluation uses the environment's own sampler, not yours.
+
+**What is graded is the worst cell**, not the average: a real robot meets one particular floor
+with one particular load, and a policy is only as good as its worst plausible case. The
+randomized policy's worst cell must reach the pinned pass mark *and* beat the nominal policy's
+worst cell. The cell sets every seed itself, so running it again gives the same policies.
 """
 
 TRAIN_TEST = r"""
 # Graded (3 points): the shipped Ant walker trained further with and without YOUR randomization;
-# both swept over friction x mass.
+# both swept over friction x payload.
 import time
 
 import rlcourse.pretrained
@@ -329,12 +340,12 @@ FINETUNE_STEPS = 102_400       # per policy: 100 PPO iterations of 16 steps x 64
 SWEEP_EPISODES = 4             # per grid cell
 SWEEP_EPISODE_LENGTH = 300     # control steps = 15 s
 TRAIN_RANDOMIZATION = {
-    "friction": {"range": [0.01, 1.0], "distribution": "loguniform", "mode": "reset"},
-    "mass": {"range": [0.5, 2.5], "mode": "reset"},
+    "friction": {"range": [0.03, 2.0], "distribution": "loguniform", "mode": "reset"},
+    "mass": {"range": [0.1, 30.0], "distribution": "loguniform", "operation": "additive",
+             "bodies": ["torso"], "mode": "reset"},
     "obs_noise": {"range": [0.0, 0.01]},
-    "action_latency": {"range": [0, 1]},
 }
-SWEEP = {"friction": [0.01, 0.03, 0.1, 1.0], "mass_scale": [0.5, 1.0, 2.5]}
+SWEEP = {"friction": [0.03, 0.1, 1.0], "added_mass": [0.0, 15.0, 30.0]}   # friction scale x payload (kg)
 
 sweeps, result = {}, {}
 # The randomized policy first: it is the one that runs your functions (an error shows at once).
@@ -374,8 +385,8 @@ _lab4.check_training(result, _lab4.load_pins(), seed=SEED, task=TASK, pretrained
 """
 
 PLOT = r"""
-# Both grids side by side (rows: friction scale, columns: mass scale); the randomized policy's
-# training ranges cover the whole grid. The worst cell of each is red.
+# Both grids side by side (rows: friction scale, columns: payload on the torso); the randomized
+# policy's training ranges cover the whole grid. The worst cell of each is red.
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
 lo = min(sweeps[n].grid().min() for n in sweeps)
 hi = max(sweeps[n].grid().max() for n in sweeps)
@@ -387,9 +398,9 @@ for ax, name in zip(axes, ("nominal", "randomized")):
             worst = grid[i, j] == grid.min()
             ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", color="r" if worst else "w",
                     fontweight="bold" if worst else "normal")
-    ax.set_xticks(range(len(SWEEP["mass_scale"])), SWEEP["mass_scale"])
+    ax.set_xticks(range(len(SWEEP["added_mass"])), SWEEP["added_mass"])
     ax.set_yticks(range(len(SWEEP["friction"])), SWEEP["friction"])
-    ax.set_xlabel("mass scale")
+    ax.set_xlabel("payload (kg)")
     ax.set_ylabel("friction scale")
     ax.set_title(f"{name}: worst cell {grid.min():.0f} (red)")
 fig.colorbar(im, ax=axes, label=f"episode return ({SWEEP_EPISODE_LENGTH} steps)")
@@ -402,42 +413,53 @@ print(np.round(diff, 0))
 RESULT_TEXT = r"""
 ### What the reference measured (and what it means)
 
-With the reference functions on five seeds (0-4, 2 CPU cores, 2026-12-01) the randomized
-policy's worst cell was 267, 287, 249, 263 and 182; the nominal policy's was 266, 317, 307, 251
-and 250. **Randomization won the worst case on 2 seeds of 5, by 1 and 12, and lost on 3**, by
-30-69. Averaged over the grid it scored 445-475 against 540-565, and on ordinary ground
-(friction 1) it lost up to ~350 per cell. Two reasons, both worth remembering before you claim
-that randomization "made the policy robust":
+With the reference functions on five seeds (0-4, 2 CPU cores, 2026-12-01; the pinned numbers):
 
-* **The worst cell is set by physics.** It is almost always on friction 0.01: no gait pushes
-  the body forward quickly on wet ice, and both policies make about the same slow progress.
-  Randomization helps when a policy *could* cope with a condition but never learned to; it
-  cannot create traction.
-* **Mass barely matters for this robot.** The Ant's motors are strong for its weight: the
-  nominal walker scores the same from half to 2.5x (even 7x) its mass. Randomizing a parameter
-  the policy is already insensitive to only makes its training problem harder, and 100k steps
-  are not enough to pay that back.
+| seed | 0 | 1 | 2 | 3 | 4 |
+|---|---|---|---|---|---|
+| randomized, worst cell | 233 | 333 | 311 | 174 | 314 |
+| nominal, worst cell | 144 | 157 | 151 | 151 | 151 |
 
-Your numbers will differ a little from the reference (your sampler may draw in another order),
-but the picture should be the same. Lecture 7's point stands: measure robustness on a grid, look
-at the worst case, and compare with the policy trained *without* randomization before you
-believe that randomization helped. (The course issue asked this lab to grade "randomized beats
-nominal in the worst cell"; with these measurements that would fail correct solutions on most
-seeds, so only the pass mark is graded.)
+**Randomization raised the worst case on every seed**, by 23 to 176. The nominal policy's
+worst cell is always the 30 kg payload, where it stands still; the randomized one walks there
+(535-717 on friction 0.1, ~600 on friction 1). But look at *where* the randomized policy is now
+weakest: on three seeds the 30 kg payload on ice (311-333), on the other two **the nominal
+floor without a payload** (233 and 174, where the nominal policy scores ~730). That is the
+price of randomization from lecture 7: a policy that cannot tell how heavy it is has to
+compromise between the robots it was trained on, and seed 3 shows how small the margin can get.
+
+The design of this lab is itself a measurement; the versions that did *not* show a benefit
+are as instructive (all with 102,400 steps of fine-tuning):
+
+* **Randomizing what the policy is insensitive to** (mass scale 0.5-2.5 on every body): it only
+  made training harder; the worst cell was set by ice, where no gait works, and randomization
+  won on 2 seeds of 5.
+* **Latency on half the robots** (0-1 steps): the walker falls with one step of delay, and
+  100k steps were not enough to learn to walk with it; the same payload design scored 102
+  instead of 209 in its worst cell.
+* **A uniform payload U(0, 30) kg**: it learned to walk with 15-30 kg but no longer without a
+  payload (worst cell 142 against 144): log-uniform keeps the light robot in the mix.
+* **A friction range that ends at the nominal floor** (logU(0.03, 1)): it rarely saw friction
+  near 1 and lost on the nominal floor on one seed of four.
+
+Your numbers will differ a little from the reference (your sampler may draw in another
+order), but the picture should be the same: measure robustness on a grid, look at the worst
+case, and compare with the policy trained *without* randomization before you believe that
+randomization helped.
 """
 
 REFLECT = r"""
 ## 4. To think about (not graded)
 
 * Compare the two grids cell by cell (the difference is printed under the plot). Where does the
-  nominal policy do *better* than the randomized one? Lecture 7 called this the price of
-  randomization: which cells show it?
-* Retrain the randomized policy with `"distribution": "uniform"` for friction over the same range.
-  Which frictions does it now see more often, and does the worst cell move?
-* Sweep `action_latency` over `[0, 1, 2, 3]` for both policies (`evaluate_robustness(agent, "Ant",
-  sweep={"action_latency": [0, 1, 2, 3]})`). The randomized policy saw 0-1 steps: what happens at 2 and 3?
-* Narrow the friction range to `logU(0.1, 1.0)` (drop the ice) and retrain. Does the randomized
-  policy lose less on ordinary ground? What does it now do on ice?
+  nominal policy do *better* than the randomized one, and why there?
+* Retrain the randomized policy with a uniform payload `U(0, 30)`. How often does it now see a
+  robot with less than 1 kg of payload, and what happens to the cell without payload?
+* Add `"action_latency": {"range": [0, 1]}` to `TRAIN_RANDOMIZATION` (your `ActionLatency` then
+  runs inside the env) and retrain. Then sweep `action_latency` over `[0, 1, 2]` for both
+  policies (`evaluate_robustness(agent, "Ant", sweep={"action_latency": [0, 1, 2]})`).
+* The policy cannot observe its payload. What could you add to the observation (or to the
+  policy) so that it could adapt its gait to the load instead of compromising?
 * Why does `randomize` always start from the nominal value? Write down what a "scaling" term with
   range `[0.9, 1.1]` would do to a mass after 1,000 resets if each draw multiplied the previous value.
 """
