@@ -28,13 +28,13 @@ How this design was found (2 CPU cores, 2026-12-01; "worst" = the lowest cell of
   its torso (0.9 kg robot; 469 with 20 kg, 177 with 30 kg: it stands but cannot walk). Friction
   hurts only on ice (327 at 0.01 x the nominal friction) and one step of action latency makes it
   fall (113). So the grid sweeps friction x payload, where the nominal walker has a weak cell.
-* Graded design, pinned reference seeds 0-4 (worst randomized / nominal): 233 / 144,
-  333 / 157, 311 / 151, 174 / 151, 314 / 151. The same design run outside ``override`` (the
-  env's own draws, i.e. other random streams): 308 / 144, 313 / 157, 302 / 151, 320 / 151,
-  276 / 151. Randomization won on 10 of 10 runs; the smallest margin was 23 (seed 3). The
-  nominal walker's worst cell is always the 30 kg payload; the randomized one's is either
-  ice with 30 kg or the nominal floor without payload. ``pin`` refuses a protocol that does
-  not win on every reference seed and records the comparison (``randomized_beats_nominal``).
+* Graded design, worst randomized / nominal on seeds 0-9 (0-4 are the pinned reference):
+  344 / 144, 240 / 157, 201 / 151, 315 / 151, 328 / 151, 249 / 147, 356 / 142, 344 / 146,
+  374 / 151, 281 / 152. Randomization won on 10 of 10 seeds, by 50 to 222. The nominal
+  walker's worst cell is always the 30 kg payload; the randomized one's is either ice with
+  30 kg or the nominal floor without payload, where it sometimes tips over. ``pin`` refuses a
+  protocol that does not win on every reference seed and records the comparison
+  (``randomized_beats_nominal``).
 * What did **not** work, all 102,400 steps of fine-tuning: (1) PPO from scratch on the
   Quadruped: both policies worse than standing still (zero actions score ~122 in every cell),
   so the grid measured training luck. (2) Friction logU(0.01, 1) x mass scale U(0.5, 2.5) with
@@ -49,6 +49,12 @@ How this design was found (2 CPU cores, 2026-12-01; "worst" = the lowest cell of
   144); a log-uniform payload keeps the light robot in the mix. (5) Payload logU(0.1, 30) with
   friction logU(0.03, 1): won on 3 of 4 seeds, losing on the nominal floor (113-257), because a
   range that ends at the nominal friction rarely shows it; logU(0.03, 2) brackets it.
+  (6) Payload logU(0.1, 30) with friction logU(0.03, 2): won on 10 of 10 seeds, but by as
+  little as 11 (158 / 146 on seed 7; seeds 0-9: 233, 333, 311, 174, 314, 175, 205, 158, 313,
+  324), always losing its worst cell on the nominal floor without payload. Starting the payload
+  at 0.03 kg makes half of the draws lighter than 1 kg (40% before) and raised the worst seed to
+  201; uniform friction (213 / 214 on seeds 3 / 7), friction up to 3.0 (152 / 363) or 153,600
+  steps (129 / 125) did not.
 """
 
 from __future__ import annotations
@@ -84,11 +90,11 @@ PROTOCOL: dict[str, Any] = {
 }
 
 # What the randomized policy trains with (the nominal one with None): floors from 3% to twice the
-# nominal friction, a payload of 0.1-30 kg on the torso, both log-uniform (as many draws between
-# 0.1 and 1 kg as between 3 and 30 kg), and observation noise. No latency: see the docstring.
+# nominal friction, a payload of 0.03-30 kg on the torso, both log-uniform (half of the robots
+# carry less than 1 kg), and observation noise. No latency: see the docstring.
 TRAIN_RANDOMIZATION: dict[str, Any] = {
     "friction": {"range": [0.03, 2.0], "distribution": "loguniform", "mode": "reset"},
-    "mass": {"range": [0.1, 30.0], "distribution": "loguniform", "operation": "additive",
+    "mass": {"range": [0.03, 30.0], "distribution": "loguniform", "operation": "additive",
              "bodies": ["torso"], "mode": "reset"},
     "obs_noise": {"range": [0.0, 0.01]},
 }
