@@ -313,8 +313,8 @@ Log-uniform ranges spread the draws evenly over orders of magnitude: 0.03-0.3 kg
 practising the light robot while it learns to carry a load; the friction range brackets the
 nominal floor (1.0) from both sides. No latency here,
 although you wrote it: one step of delay makes the shipped walker fall, and 100k steps with
-latency on half of the robots measurably held the randomized policy back (see the table at the
-end, and try it yourself in part 4).
+latency on half of the robots measurably held the randomized policy back (see the end of this
+notebook, and try it yourself in part 4).
 
 Then `rlcourse.evaluate_robustness` runs both deterministic policies on a grid of *fixed*
 robots: friction scale 0.03 (ice) to 1 x payload 0 to 30 kg, four 300-step (15 s) episodes per
@@ -458,9 +458,10 @@ REFLECT = r"""
   nominal policy do *better* than the randomized one, and why there?
 * Retrain the randomized policy with a uniform payload `U(0, 30)`. How often does it now see a
   robot with less than 1 kg of payload, and what happens to the cell without payload?
-* Add `"action_latency": {"range": [0, 1]}` to `TRAIN_RANDOMIZATION` (your `ActionLatency` then
-  runs inside the env) and retrain. Then sweep `action_latency` over `[0, 1, 2]` for both
-  policies (`evaluate_robustness(agent, "Ant", sweep={"action_latency": [0, 1, 2]})`).
+* In a new cell (the graded one is locked), train a third policy the same way with
+  `{**TRAIN_RANDOMIZATION, "action_latency": {"range": [0, 1]}}`: your `ActionLatency` then runs
+  inside the env. Sweep `action_latency` over `[0, 1, 2]` for all three policies
+  (`evaluate_robustness(agent, "Ant", sweep={"action_latency": [0, 1, 2]})`).
 * The policy cannot observe its payload. What could you add to the observation (or to the
   policy) so that it could adapt its gait to the load instead of compromising?
 * Why does `randomize` always start from the nominal value? Write down what a "scaling" term with
