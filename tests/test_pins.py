@@ -26,13 +26,16 @@ def test_reference_runs_adds_the_graded_seed_and_keeps_seed_order() -> None:
 
 def test_reference_runs_in_process_with_one_worker() -> None:
     calls = []
+    threads = torch.get_num_threads()
 
     def run(seed: int) -> int:  # a closure: only possible because nothing is pickled
         calls.append(seed)
+        torch.set_num_threads(1)  # as every lab's run function does
         return -seed
 
     seeds, runs, _ = pins.reference_runs(run, (2, 2, 5), graded_seed=5, workers=1)
     assert seeds == (2, 5) and runs == [-2, -5] and calls == [2, 5]
+    assert torch.get_num_threads() == threads    # this process keeps its thread count
 
 
 TINY = {

@@ -66,7 +66,8 @@ def reference_runs(
 
     The graded seed is always one of the seeds. ``run_fn`` must be picklable (a module-level
     function, or a ``functools.partial`` of one). ``workers`` defaults to one per CPU core;
-    with one worker the runs happen in this process.
+    with one worker the runs happen in this process, which keeps its torch thread count (the
+    runs set 1 thread, as the notebooks do).
 
     Returns:
         ``(seeds, runs, seconds)``: the sorted seeds, ``run_fn``'s results in that order and
@@ -76,7 +77,13 @@ def reference_runs(
     workers = min(workers or os.cpu_count() or 1, len(seeds))
     start = time.perf_counter()
     if workers == 1:
-        runs = [run_fn(s) for s in seeds]
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            runs = [run_fn(s) for s in seeds]
+        finally:
+            torch.set_num_threads(threads)
     else:
         # "spawn": forking a process that has imported torch can deadlock its thread pools.
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -106,13 +113,9 @@ def evaluated_return_run(train_and_evaluate: Callable[..., dict[str, Any]], metr
     """One reference run of a lab graded on an evaluated return (labs 1, 2, 5), as a pins entry's ``runs`` row."""
     import torch
 
-    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # same as the notebooks' graded cells
     start, cpu = time.perf_counter(), time.process_time()
-    try:
-        result = train_and_evaluate(seed=seed)
-    finally:
-        torch.set_num_threads(threads)  # a run in this process (one worker) leaves it as it was
+    result = train_and_evaluate(seed=seed)
     return {"seed": seed, "return": result[metric], "std": result["episode_return_std"],
             "wall_time_s": round(time.perf_counter() - start, 1), "cpu_time_s": round(time.process_time() - cpu, 1)}
 
