@@ -13,6 +13,7 @@ return reaches the threshold. Median over seeds; target ours / SB3 <= 0.5.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import re
 import sys
@@ -164,6 +165,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
+    parser.add_argument("--eval-every", type=int, default=None, help="override every task's evaluation interval (env steps)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
     import torch
@@ -173,6 +175,8 @@ def main() -> None:
     lines = []
     for name in args.tasks.split(","):
         task = TASKS[name]
+        if args.eval_every is not None:
+            task = dataclasses.replace(task, eval_every=args.eval_every)
         ours, theirs = [], []
         for seed in seeds:
             t_o, s_o = time_ours(task, seed, args.eval_episodes)
