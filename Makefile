@@ -57,7 +57,7 @@ train: $(STAMP)
 # stay in one process): the long tests are single-threaded, so this uses both cores.
 # PYTEST_ARGS="-n 0" runs everything in one process.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)

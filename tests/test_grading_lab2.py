@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 import textwrap
 import time
@@ -302,6 +303,20 @@ def test_run_with_timeout_returns_the_exit_status(tmp_path: Path) -> None:
     code, _ = pipeline.run_with_timeout([sys.executable, "-c", "print('hi'); raise SystemExit(3)"], 60,
                                         tmp_path / "log.txt", tmp_path)
     assert code == 3 and "hi" in (tmp_path / "log.txt").read_text()
+
+
+def test_nbgrader_command_runs_nbgrader_without_the_slow_optional_import(tmp_path: Path) -> None:
+    from rlcourse.grading import release
+
+    proc = subprocess.run(release.nbgrader_command(tmp_path, "--version"), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env=release.nbgrader_env())
+    assert proc.returncode == 0 and "nbgrader version" in proc.stdout, proc.stderr
+    # The same start-up, then what every nbgrader command does: load and validate a notebook.
+    check = (release.NBGRADER_MAIN.split("from nbgrader")[0]
+             + "import nbformat; nbformat.validate(nbformat.v4.new_notebook()); "
+             + "print(sys.modules.get('rfc3987_syntax') is None, 'jsonschema' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["True", "True"], proc.stderr
 
 
 # --------------------------------------------------------------------------- the full pipeline

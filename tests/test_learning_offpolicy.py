@@ -21,7 +21,9 @@ CASES = [
     # DQN on CartPole is the jumpy one: measured with evaluations every 5k steps, seeds 1 and 2
     # reached 500.0 and 491.9 at 50k steps, while seed 0 peaked at 470.9 (60k) within 100k. One
     # seed would make the test a coin toss on another CPU; two of three is the claim that holds.
-    pytest.param(DQN, "CartPole-v1", 100_000, 475.0, (0, 1, 2), 2, id="dqn-cartpole"),
+    # Seeds run in the order given and the test stops once the claim is decided, so the two that
+    # were measured to solve go first; the outcome does not depend on the order.
+    pytest.param(DQN, "CartPole-v1", 100_000, 475.0, (1, 2, 0), 2, id="dqn-cartpole"),
     pytest.param(SAC, "Pendulum-v1", 20_000, -200.0, (0,), 1, id="sac-pendulum"),
     pytest.param(DDPG, "Pendulum-v1", 20_000, -200.0, (0,), 1, id="ddpg-pendulum"),
 ]
@@ -37,7 +39,12 @@ def test_preset_solves_task_within_budget(algo_cls, env_id: str, budget: int, th
     total_steps = preset["total_steps"]
     assert total_steps <= budget, f"the {algo_cls.name} preset for {env_id} trains longer than the {budget}-step budget"
     curves = {}
-    for seed in seeds:
+    for i, seed in enumerate(seeds):
+        solved = [s for s, curve in curves.items() if curve and max(r for _, r in curve) >= threshold]
+        # The claim is "at least must_solve of these seeds solve": once it is decided either way,
+        # the remaining seeds cannot change the outcome (saves a full DQN run when two solved).
+        if len(solved) >= must_solve or len(solved) + len(seeds) - i < must_solve:
+            break
         env = envs.make(env_id, num_envs=preset["num_envs"], seed=seed)
         eval_env = envs.make(env_id, num_envs=5, seed=10_000 + seed)
         agent = algo_cls(env, seed=seed)  # preset="auto": the YAML entry for env_id
