@@ -39,11 +39,15 @@ def test_preset_solves_task_within_budget(algo_cls, env_id: str, budget: int, th
     total_steps = preset["total_steps"]
     assert total_steps <= budget, f"the {algo_cls.name} preset for {env_id} trains longer than the {budget}-step budget"
     curves = {}
+
+    def solved() -> list[int]:
+        return [seed for seed, curve in curves.items() if curve and max(r for _, r in curve) >= threshold]
+
     for i, seed in enumerate(seeds):
-        solved = [s for s, curve in curves.items() if curve and max(r for _, r in curve) >= threshold]
         # The claim is "at least must_solve of these seeds solve": once it is decided either way,
         # the remaining seeds cannot change the outcome (saves a full DQN run when two solved).
-        if len(solved) >= must_solve or len(solved) + len(seeds) - i < must_solve:
+        n_solved = len(solved())
+        if n_solved >= must_solve or n_solved + len(seeds) - i < must_solve:
             break
         env = envs.make(env_id, num_envs=preset["num_envs"], seed=seed)
         eval_env = envs.make(env_id, num_envs=5, seed=10_000 + seed)
@@ -56,5 +60,4 @@ def test_preset_solves_task_within_budget(algo_cls, env_id: str, budget: int, th
         print(f"{algo_cls.name} {env_id} seed {seed} ({elapsed:.0f} s): "
               + ", ".join(f"{s}: {r:.1f}" for s, r in curves[seed]))
         assert agent.global_step <= budget
-    solved = [seed for seed, curve in curves.items() if curve and max(r for _, r in curve) >= threshold]
-    assert len(solved) >= must_solve, curves
+    assert len(solved()) >= must_solve, curves
