@@ -340,8 +340,13 @@ def test_training_cell_uses_the_pinned_protocol() -> None:
     assert int(constants["NUM_ENVS"]) == protocol["num_envs"]
     assert int(constants["EVAL_EPISODES"]) == protocol["eval_episodes"]
     hidden = re.search(r"^HIDDEN = \(([\d, ]+)\)", cell.source, re.M).group(1)
-    assert [int(h) for h in hidden.split(",")] == protocol["hyperparameters"]["hidden"]
-    assert set(protocol["hyperparameters"]) == {"hidden"}
+    hp = protocol["hyperparameters"]
+    assert [int(h) for h in hidden.split(",")] == hp["hidden"]
+    assert int(re.search(r"^BATCH_SIZE = (\d+)", cell.source, re.M).group(1)) == hp["batch_size"]
+    assert float(re.search(r"^LEARNING_RATE = ([\d.e-]+)", cell.source, re.M).group(1)) == hp["learning_rate"]
+    assert set(hp) == {"hidden", "batch_size", "learning_rate"}
+    assert ("hidden=HIDDEN, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE" in cell.source
+            and 'hyperparameters={"hidden": HIDDEN, "batch_size": BATCH_SIZE,' in cell.source)
     assert f'"{protocol["env"]}"' in cell.source
     assert f"seed={protocol['eval_seed']:_} + SEED" in cell.source
     assert "epsilon_fn=epsilon_greedy, target_fn=double_dqn_target, loss_fn=huber_loss" in cell.source

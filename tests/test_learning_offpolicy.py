@@ -18,12 +18,11 @@ from learning_helpers import learn_until_solved
 
 CASES = [
     # algorithm, env, step budget, threshold on the mean evaluation return, seeds, how many must solve
-    # DQN on CartPole is the jumpy one: measured with evaluations every 5k steps, seeds 1 and 2
-    # reached 500.0 and 491.9 at 50k steps, while seed 0 peaked at 470.9 (60k) within 100k. One
-    # seed would make the test a coin toss on another CPU; two of three is the claim that holds.
-    # Seeds run in the order given and the test stops once the claim is decided, so the two that
-    # were measured to solve go first; the outcome does not depend on the order.
-    pytest.param(DQN, "CartPole-v1", 100_000, 475.0, (1, 2, 0), 2, id="dqn-cartpole"),
+    # DQN on CartPole is the jumpy one: its greedy policy sits near 100, jumps to 500 and keeps
+    # swinging. Measured with evaluations every 5k steps (2026-12-02), seeds 0-5 of the preset
+    # all reached >= 475, first at 65k, 25k, 40k, 35k, 50k and 45k steps. Seeds run in the order
+    # given and the test stops once the claim is decided (here: at the first seed that fails).
+    pytest.param(DQN, "CartPole-v1", 100_000, 475.0, (0, 1, 2), 3, id="dqn-cartpole"),
     pytest.param(SAC, "Pendulum-v1", 20_000, -200.0, (0,), 1, id="sac-pendulum"),
     pytest.param(DDPG, "Pendulum-v1", 20_000, -200.0, (0,), 1, id="ddpg-pendulum"),
 ]

@@ -32,13 +32,16 @@ LAB = "lab1_dqn"
 
 # The graded training run. The notebook's training cell spells these values out (students
 # should see the real API call); tests/test_grading_lab1.py checks the two agree. The
-# hyperparameters not listed are those of rlcourse/presets/dqn.yaml for CartPole-v1.
+# hyperparameters not listed are those of rlcourse/presets/dqn.yaml for CartPole-v1. Batch size
+# and step size are the ones tuned for this short run with a small network; the preset's
+# (64, 2.3e-3, tuned for 100k steps with 256-unit layers) reach less here: 96-223 over
+# seeds 0-5 at 20k steps, seed 0 the lowest, against 121-157 with these.
 PROTOCOL: dict[str, Any] = {
     "env": "CartPole-v1",
     "num_envs": 4,
     "total_steps": 20_000,
     "seed": 0,  # training seed of the graded run
-    "hyperparameters": {"hidden": [64, 64]},
+    "hyperparameters": {"hidden": [64, 64], "batch_size": 128, "learning_rate": 0.001},
     "eval_episodes": 20,
     "eval_seed": 10_000,  # evaluation env seed = eval_seed + training seed
     "metric": "episode_return_mean",
