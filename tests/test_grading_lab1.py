@@ -323,8 +323,11 @@ def test_training_check_refuses_a_protocol_the_pins_were_not_measured_with() -> 
         lab1.check_training(result, PINS, total_steps=50_000)
     with pytest.raises(RuntimeError, match="re-run `rlcourse pin"):
         lab1.check_training(result, PINS, hyperparameters={"hidden": (256, 256)})
+    with pytest.raises(RuntimeError, match="re-run `rlcourse pin"):   # a cell without the batch and step size
+        lab1.check_training(result, PINS, hyperparameters={"hidden": (64, 64)})
     lab1.check_training(result, PINS, total_steps=lab1.PROTOCOL["total_steps"], seed=lab1.PROTOCOL["seed"],
-                        hyperparameters={"hidden": tuple(lab1.PROTOCOL["hyperparameters"]["hidden"])})
+                        hyperparameters={**lab1.PROTOCOL["hyperparameters"],
+                                         "hidden": tuple(lab1.PROTOCOL["hyperparameters"]["hidden"])})
     with pytest.raises(AssertionError, match="fewer episodes"):
         lab1.check_training({"episode_return_mean": 500.0, "episodes": 3}, PINS)
 
