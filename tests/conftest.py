@@ -158,7 +158,7 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
 FILE_SECONDS = {
     "test_grading_lab5.py": 500, "test_grading_lab3.py": 485, "test_grading_lab4.py": 480,
     "test_course_notebooks.py": 420, "test_grading_lab1.py": 370, "test_grading_lab2.py": 360,
-    "test_learning_offpolicy.py": 320, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
+    "test_learning_offpolicy.py": 360, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
     "test_browser_lab3.py": 30, "test_learning_ppo.py": 30, "test_cli.py": 25, "test_pins.py": 25,
     "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
 }
