@@ -8,12 +8,17 @@ entry must be built from runs that equal a direct call of the lab's ``train_and_
 from __future__ import annotations
 
 import functools
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
+from grading_helpers import copy_course
 from rlcourse.grading import lab1, lab2, lab5, pins
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_reference_runs_adds_the_graded_seed_and_keeps_seed_order() -> None:
@@ -90,3 +95,47 @@ def test_lab2_pin_refuses_a_reference_that_did_not_learn(monkeypatch) -> None:
     monkeypatch.setattr(lab2, "PROTOCOL", {**lab2.PROTOCOL, "total_steps": 2_048, "eval_episodes": 4})
     with pytest.raises(RuntimeError, match="reference PPO reached only"):
         pins.pin_lab2(seeds=(0,), workers=1)
+
+
+# --------------------------------------------------------------------------- the agent's hyperparameters
+LABS = ["lab1_dqn", "lab2_ppo", "lab3_reward_shaping", "lab4_domain_randomization", "lab5_sac"]
+PINNED = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text())
+
+
+@pytest.mark.parametrize("lab", LABS)
+def test_pins_were_measured_with_the_hyperparameters_the_graded_run_uses(lab: str) -> None:
+    """Editing a preset (or a config default) changes every graded run built on it: re-pin."""
+    training = PINNED[lab]["training"]
+    assert pins.stale_config(lab, training) is None
+    assert training["agent_config"] == pins.agent_config(lab)
+
+
+def test_stale_config_names_the_changed_fields() -> None:
+    training = PINNED["lab1_dqn"]["training"]
+    edited = {**training, "agent_config": {**training["agent_config"], "batch_size": 7}}
+    message = pins.stale_config("lab1_dqn", edited)
+    assert "batch_size: pinned 7, now 128" in message and "rlcourse pin lab1_dqn" in message
+    assert "learning_rate" not in message
+    missing = {k: v for k, v in training.items() if k != "agent_config"}
+    assert "do not record" in pins.stale_config("lab1_dqn", missing)
+
+
+def test_pin_records_the_agent_config(tmp_path, monkeypatch) -> None:
+    (tmp_path / "autograder").mkdir()
+    (tmp_path / "autograder" / "nbgrader_config.py").write_text("")
+    monkeypatch.setattr(pins, "_pinner", lambda lab: lambda: {"training": {"threshold": 1.0}, "wall_time_s": 0.0})
+    assert pins.pin("lab5_sac", course_dir=tmp_path) == 0
+    written = json.loads((tmp_path / "autograder" / "pinned_metrics.json").read_text())["lab5_sac"]
+    assert written["training"]["agent_config"] == pins.agent_config("lab5_sac")
+
+
+def test_grade_refuses_pins_measured_with_other_hyperparameters(tmp_path, run_cli) -> None:
+    course = copy_course(tmp_path)
+    path = course / "autograder" / "pinned_metrics.json"
+    data = json.loads(path.read_text())
+    data["lab1_dqn"]["training"]["agent_config"]["learning_rate"] = 0.5
+    path.write_text(json.dumps(data))
+    proc = run_cli(["grade", "lab1_dqn", "--course-dir", str(course)], cwd=course)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "learning_rate: pinned 0.5, now 0.001" in proc.stderr and "rlcourse pin lab1_dqn" in proc.stderr
+    assert not (course / "autograder" / "gradebook.db").exists()       # nothing was graded

@@ -279,6 +279,22 @@ def train_and_evaluate(
     )
 
 
+def agent_config() -> dict[str, Any]:
+    """Every DQN hyperparameter of the graded run: the protocol's on top of the CartPole preset.
+
+    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
+    :func:`rlcourse.grading.pins.stale_config`).
+    """
+    import rlcourse
+    from rlcourse.grading.pins import config_dict
+
+    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
+    try:
+        return config_dict(reference.DQN(env, seed=0, **PROTOCOL["hyperparameters"]).cfg)
+    finally:
+        env.close()
+
+
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """``rlcourse pin lab1_dqn``: train the reference DQN under :data:`PROTOCOL` on ``seeds``."""
     from rlcourse.grading.pins import _versions, evaluated_return_run, reference_runs, return_training_entry

@@ -248,3 +248,19 @@ def train_and_evaluate(
     return train_and_evaluate_agent(
         p, seed, lambda env, s: reference.PPO(env, seed=s, gae_fn=gae_fn, surrogate_fn=surrogate_fn), eval_envs=8
     )
+
+
+def agent_config() -> dict[str, Any]:
+    """Every PPO hyperparameter of the graded run (the CartPole preset).
+
+    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
+    :func:`rlcourse.grading.pins.stale_config`).
+    """
+    import rlcourse
+    from rlcourse.grading.pins import config_dict
+
+    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
+    try:
+        return config_dict(reference.PPO(env, seed=0).cfg)
+    finally:
+        env.close()

@@ -340,6 +340,22 @@ def train_and_evaluate(functions: Mapping[str, Callable[..., Any]] | None = None
             "forward_distance_mean": float(np.mean(distances)), "forward_distance_std": float(np.std(distances))}
 
 
+def agent_config() -> dict[str, Any]:
+    """Every PPO hyperparameter of the graded run (the Ant preset).
+
+    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
+    :func:`rlcourse.grading.pins.stale_config`).
+    """
+    import rlcourse
+    from rlcourse.grading.pins import config_dict
+
+    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
+    try:
+        return config_dict(rlcourse.PPO(env, seed=0).cfg)
+    finally:
+        env.close()
+
+
 def _pin_run(seed: int) -> dict[str, Any]:
     """One reference run (module level so a spawned process pool can pickle it)."""
     torch.set_num_threads(1)   # as in the notebook

@@ -534,6 +534,23 @@ PIN_SEEDS = (0, 1, 2, 3, 4)
 MARGIN = 0.5
 
 
+def agent_config() -> dict[str, Any]:
+    """Every PPO hyperparameter the fine-tuning runs with (those saved in the pretrained checkpoint).
+
+    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
+    :func:`rlcourse.grading.pins.stale_config`).
+    """
+    import rlcourse
+    import rlcourse.pretrained
+    from rlcourse.grading.pins import config_dict
+
+    env = rlcourse.envs.make(PROTOCOL["task"], num_envs=PROTOCOL["num_envs"], seed=0)
+    try:
+        return config_dict(rlcourse.pretrained.load(PROTOCOL["pretrained"], env=env).cfg)
+    finally:
+        env.close()
+
+
 def _pin_run(seed: int) -> dict[str, Any]:
     """One reference run (module-level so a process pool can pickle it)."""
     torch.set_num_threads(1)  # as the notebook's setup cell

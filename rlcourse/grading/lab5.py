@@ -319,6 +319,22 @@ def train_and_evaluate(
     )
 
 
+def agent_config() -> dict[str, Any]:
+    """Every SAC hyperparameter of the graded run (the Pendulum preset).
+
+    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
+    :func:`rlcourse.grading.pins.stale_config`).
+    """
+    import rlcourse
+    from rlcourse.grading.pins import config_dict
+
+    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
+    try:
+        return config_dict(reference.SAC(env, seed=0).cfg)
+    finally:
+        env.close()
+
+
 def untrained_return(protocol: dict[str, Any] | None = None, seed: int | None = None) -> float:
     """Mean return of uniformly random actions on the protocol's evaluation episodes (the pass mark's zero)."""
     import rlcourse

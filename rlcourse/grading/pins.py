@@ -180,6 +180,48 @@ PINNER_MODULES: dict[str, str] = {
 }
 
 
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """An algorithm config dataclass as the JSON the pins store (tuples become lists)."""
+    import dataclasses
+
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def agent_config(lab: str) -> dict[str, Any]:
+    """The hyperparameters (every field of the algorithm's config) that ``lab``'s graded run trains
+    with today: its protocol on top of ``presets/*.yaml`` (lab 4: the pretrained checkpoint's)."""
+    import importlib
+
+    return importlib.import_module(PINNER_MODULES[lab] if lab != "lab2_ppo" else "rlcourse.grading.lab2").agent_config()
+
+
+def stale_config(lab: str, training: dict[str, Any]) -> str | None:
+    """``None`` if the pinned ``agent_config`` is what ``lab``'s graded run trains with today, else a
+    message naming the fields that differ: a preset edited after pinning changes the graded run,
+    so its pass mark no longer describes the reference."""
+    pinned = training.get("agent_config")
+    if pinned is None:
+        return f"the pins of {lab} do not record the agent's hyperparameters; run `rlcourse pin {lab}`"
+    current = agent_config(lab)
+    changed = sorted(k for k in {*pinned, *current} if pinned.get(k) != current.get(k))
+    if not changed:
+        return None
+    fields = ", ".join(f"{k}: pinned {pinned.get(k)!r}, now {current.get(k)!r}" for k in changed)
+    return (f"{lab}'s graded run now trains with other hyperparameters than the pinned reference "
+            f"({fields}); run `rlcourse pin {lab}`")
+
+
+def check_pins_current(course_dir: Path, lab: str) -> None:
+    """Raise ``RuntimeError`` if ``lab``'s pins were measured with other hyperparameters than its
+    graded run uses now (labs without a training pin, or without pins at all, pass)."""
+    path = course_dir / PINS_RELPATH
+    if lab not in {"lab2_ppo", *PINNER_MODULES} or not path.exists():
+        return
+    training = json.loads(path.read_text()).get(lab, {}).get("training")
+    if training is not None and (message := stale_config(lab, training)) is not None:
+        raise RuntimeError(message)
+
+
 def _pinner(lab: str) -> Callable[[], dict[str, Any]]:
     """The pin function of ``lab`` (its module is imported only now)."""
     import importlib
@@ -216,6 +258,7 @@ def pin(lab: str | None = None, course_dir: str | os.PathLike | None = None) -> 
     for name in labs:
         print(f"pinning {name}: training the reference solution on several seeds ...", flush=True)
         entry = _pinner(name)()
+        entry["training"]["agent_config"] = agent_config(name)
         path = write_pins(root, {name: entry})
         summary = entry.get("training", {})
         # lab 3 pins speeds, lab 4 the randomized policy's worst grid cell
