@@ -337,7 +337,9 @@ with yours; everything else (the Q-network, the replay buffer, the epsilon sched
 network copies, the optimizer and the hyperparameters of `rlcourse/presets/dqn.yaml` for
 CartPole-v1) is the course's implementation. To keep the run short, the Q-network has two
 hidden layers of 64 units (the preset's 256 solve the task in 100k steps) and training stops
-after 20,000 steps, far from a perfect pole-balancer. The cell takes well under a minute on a
+after 20,000 steps, far from a perfect pole-balancer. Over such a short run, batches of 128
+and a step size of 1e-3 learn more steadily than the preset's 64 and 2.3e-3, which are tuned
+for its 100k-step runs. The cell takes well under a minute on a
 laptop and evaluates the greedy policy on 20 episodes. A CartPole episode ends after at most
 500 steps; a random policy gets about 20.
 
@@ -357,6 +359,8 @@ SEED = 0
 TOTAL_STEPS = 20_000   # environment steps, summed over the envs
 NUM_ENVS = 4
 HIDDEN = (64, 64)      # Q-network hidden layers (the preset's are 256 units wide)
+BATCH_SIZE = 128       # transitions per gradient step (the preset's: 64)
+LEARNING_RATE = 1e-3   # Adam step size (the preset's: 2.3e-3)
 EVAL_EPISODES = 20
 
 # Seeds are set here, in the graded cell, so the grader repeats exactly your run.
@@ -371,7 +375,7 @@ else:
     run_dir = Path("runs") / time.strftime("lab1_dqn_%Y%m%d-%H%M%S")
 
 env = rlcourse.envs.make("CartPole-v1", num_envs=NUM_ENVS, seed=SEED)
-agent = DQN(env, seed=SEED, hidden=HIDDEN,
+agent = DQN(env, seed=SEED, hidden=HIDDEN, batch_size=BATCH_SIZE, learning_rate=LEARNING_RATE,
             epsilon_fn=epsilon_greedy, target_fn=double_dqn_target, loss_fn=huber_loss)
 start = time.perf_counter()
 agent.learn(TOTAL_STEPS, run_dir=run_dir, eval_episodes=0)
@@ -387,7 +391,8 @@ assert math.isfinite(result["episode_return_mean"])
 from rlcourse.grading import lab1 as _lab1
 
 _lab1.check_training(result, _lab1.load_pins(), seed=SEED, total_steps=TOTAL_STEPS, num_envs=NUM_ENVS,
-                     eval_episodes=EVAL_EPISODES, hyperparameters={"hidden": HIDDEN})
+                     eval_episodes=EVAL_EPISODES, hyperparameters={"hidden": HIDDEN, "batch_size": BATCH_SIZE,
+                                      "learning_rate": LEARNING_RATE})
 ### END HIDDEN TESTS
 """
 
