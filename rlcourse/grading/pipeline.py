@@ -247,14 +247,14 @@ def grade(
     """
     from tqdm.auto import tqdm
 
+    from rlcourse.grading.pins import check_pins_current
+
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     root = find_course_dir(course_dir)
     labs = resolve_labs(root, lab)
     quiet = bool(os.environ.get("RLCOURSE_NO_PROGRESS"))
     outcomes: list[Outcome] = []
-    from rlcourse.grading.pins import check_pins_current
-
     for name in labs:
         # Grades against a pass mark measured with other hyperparameters would be silently wrong.
         check_pins_current(root, name)
