@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import compare_throughput, timed  # noqa: E402
+from common import compare_throughput, timed, without_log_folder  # noqa: E402
 
 ENV_ID = "Ant-v5"
 NUM_ENVS = 8
@@ -51,6 +51,7 @@ def run_sb3(steps: int, seed: int) -> float:
         gamma=0.99, gae_lambda=0.95, clip_range=0.2, vf_coef=0.5, ent_coef=0.0, max_grad_norm=0.5,
         seed=seed, device="cpu", verbose=0,
     )
+    without_log_folder(model)
     dt, _ = timed(lambda: model.learn(steps))
     venv.close()
     return model.num_timesteps / dt

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import compare_throughput, timed  # noqa: E402
+from common import compare_throughput, timed, without_log_folder  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
 LEARNING_STARTS = 1_000
@@ -53,6 +53,7 @@ def run_sb3(steps: int, seed: int) -> float:
         batch_size=BATCH, tau=0.005, gamma=0.99, train_freq=1, gradient_steps=1, ent_coef="auto_1.0",
         policy_kwargs=dict(net_arch=list(HIDDEN)), seed=seed, device="cpu", verbose=0,
     )
+    without_log_folder(model)
     dt, _ = timed(lambda: model.learn(steps))
     venv.close()
     return model.num_timesteps / dt

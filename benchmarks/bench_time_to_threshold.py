@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from common import machine_line, median, record  # noqa: E402
+from common import machine_line, median, record, without_log_folder  # noqa: E402
 
 
 @dataclass
@@ -138,7 +138,7 @@ def time_sb3(task: Task, seed: int, episodes: int) -> tuple[float, int]:
         n = venv.action_space.shape[0]
         kwargs["action_noise"] = NormalActionNoise(np.zeros(n), task.sb3_noise_std * np.ones(n))
     cls = {"ppo": sb3.PPO, "dqn": sb3.DQN, "sac": sb3.SAC, "ddpg": sb3.DDPG}[task.algo]
-    model = cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs)
+    model = without_log_folder(cls("MlpPolicy", venv, seed=seed, device="cpu", verbose=0, **kwargs))
     state = {"next_eval": task.eval_every, "eval_time": 0.0, "solved_at": None}
 
     class Stop(BaseCallback):

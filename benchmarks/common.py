@@ -19,6 +19,15 @@ from typing import Any, Callable
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
+def without_log_folder(model: Any) -> Any:
+    """``model`` (an SB3 algorithm) with a logger that writes nothing: by default every
+    ``learn`` with ``verbose=0`` and no TensorBoard folder creates an empty ``/tmp/SB3-<date>``."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
+
+
 def machine_line() -> str:
     import torch
 

@@ -28,6 +28,7 @@ def test_gymnasium_vector_env_same_step_autoreset():
 
 def test_sb3_vecenv_matches_our_semantics_and_trains():
     sb3 = pytest.importorskip("stable_baselines3")
+    from stable_baselines3.common.logger import Logger
     venv = to_sb3(make("Ant", num_envs=2, seed=0, episode_length=5))
     obs = venv.reset()
     assert obs.shape == (2, 36)
@@ -40,6 +41,7 @@ def test_sb3_vecenv_matches_our_semantics_and_trains():
         assert not np.allclose(info["terminal_observation"], obs[0])
     model = sb3.PPO("MlpPolicy", to_sb3(make("Ant", num_envs=4, seed=0)), n_steps=16, batch_size=32,
                     n_epochs=1, seed=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))   # no empty /tmp/SB3-<date> folder
     model.learn(total_timesteps=64)
     assert model.num_timesteps == 64
     action, _ = model.predict(obs, deterministic=True)
