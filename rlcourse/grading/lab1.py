@@ -282,17 +282,12 @@ def train_and_evaluate(
 def agent_config() -> dict[str, Any]:
     """Every DQN hyperparameter of the graded run: the protocol's on top of the CartPole preset.
 
-    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
-    :func:`rlcourse.grading.pins.stale_config`).
+    Read by :func:`rlcourse.grading.pins.agent_config` (stored with the pins, checked by grade).
     """
-    import rlcourse
-    from rlcourse.grading.pins import config_dict
+    from rlcourse.grading.pins import built_config
 
-    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
-    try:
-        return config_dict(reference.DQN(env, seed=0, **PROTOCOL["hyperparameters"]).cfg)
-    finally:
-        env.close()
+    return built_config(PROTOCOL["env"], PROTOCOL["num_envs"],
+                        lambda env: reference.DQN(env, seed=0, **PROTOCOL["hyperparameters"]))
 
 
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:

@@ -343,17 +343,12 @@ def train_and_evaluate(functions: Mapping[str, Callable[..., Any]] | None = None
 def agent_config() -> dict[str, Any]:
     """Every PPO hyperparameter of the graded run (the Ant preset).
 
-    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
-    :func:`rlcourse.grading.pins.stale_config`).
+    Read by :func:`rlcourse.grading.pins.agent_config` (stored with the pins, checked by grade).
     """
     import rlcourse
-    from rlcourse.grading.pins import config_dict
+    from rlcourse.grading.pins import built_config
 
-    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
-    try:
-        return config_dict(rlcourse.PPO(env, seed=0).cfg)
-    finally:
-        env.close()
+    return built_config(PROTOCOL["env"], PROTOCOL["num_envs"], lambda env: rlcourse.PPO(env, seed=0))
 
 
 def _pin_run(seed: int) -> dict[str, Any]:

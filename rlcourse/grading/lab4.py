@@ -537,18 +537,13 @@ MARGIN = 0.5
 def agent_config() -> dict[str, Any]:
     """Every PPO hyperparameter the fine-tuning runs with (those saved in the pretrained checkpoint).
 
-    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
-    :func:`rlcourse.grading.pins.stale_config`).
+    Read by :func:`rlcourse.grading.pins.agent_config` (stored with the pins, checked by grade).
     """
-    import rlcourse
     import rlcourse.pretrained
-    from rlcourse.grading.pins import config_dict
+    from rlcourse.grading.pins import built_config
 
-    env = rlcourse.envs.make(PROTOCOL["task"], num_envs=PROTOCOL["num_envs"], seed=0)
-    try:
-        return config_dict(rlcourse.pretrained.load(PROTOCOL["pretrained"], env=env).cfg)
-    finally:
-        env.close()
+    return built_config(PROTOCOL["task"], PROTOCOL["num_envs"],
+                        lambda env: rlcourse.pretrained.load(PROTOCOL["pretrained"], env=env))
 
 
 def _pin_run(seed: int) -> dict[str, Any]:

@@ -322,17 +322,11 @@ def train_and_evaluate(
 def agent_config() -> dict[str, Any]:
     """Every SAC hyperparameter of the graded run (the Pendulum preset).
 
-    ``rlcourse pin`` stores it with the pins and ``rlcourse grade`` compares (see
-    :func:`rlcourse.grading.pins.stale_config`).
+    Read by :func:`rlcourse.grading.pins.agent_config` (stored with the pins, checked by grade).
     """
-    import rlcourse
-    from rlcourse.grading.pins import config_dict
+    from rlcourse.grading.pins import built_config
 
-    env = rlcourse.envs.make(PROTOCOL["env"], num_envs=PROTOCOL["num_envs"], seed=0)
-    try:
-        return config_dict(reference.SAC(env, seed=0).cfg)
-    finally:
-        env.close()
+    return built_config(PROTOCOL["env"], PROTOCOL["num_envs"], lambda env: reference.SAC(env, seed=0))
 
 
 def untrained_return(protocol: dict[str, Any] | None = None, seed: int | None = None) -> float:

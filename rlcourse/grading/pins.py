@@ -169,11 +169,12 @@ def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) ->
     }
 
 
-# Each lab's pinner: a function returning the lab's entry of pinned_metrics.json. Labs other
-# than lab 2 keep theirs next to their hidden checks (``rlcourse.grading.<module>.pin``);
-# they are imported only when pinned.
-PINNER_MODULES: dict[str, str] = {
+# The module of each lab's hidden checks, imported only when needed. It has the lab's
+# ``agent_config()`` and, except lab 2 (whose pinner is :func:`pin_lab2` here), its ``pin()``:
+# a function returning the lab's entry of pinned_metrics.json.
+LAB_MODULES: dict[str, str] = {
     "lab1_dqn": "rlcourse.grading.lab1",
+    "lab2_ppo": "rlcourse.grading.lab2",
     "lab3_reward_shaping": "rlcourse.grading.lab3",
     "lab4_domain_randomization": "rlcourse.grading.lab4",
     "lab5_sac": "rlcourse.grading.lab5",
@@ -187,12 +188,27 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
+def built_config(env_id: str, num_envs: int, make_agent: Callable[[Any], Any]) -> dict[str, Any]:
+    """:func:`config_dict` of ``make_agent(env)``'s config, on a fresh ``env_id`` env (no training).
+
+    Each lab's ``agent_config()`` passes the constructor its graded run uses.
+    """
+    import rlcourse
+
+    env = rlcourse.envs.make(env_id, num_envs=num_envs, seed=0)
+    try:
+        return config_dict(make_agent(env).cfg)
+    finally:
+        env.close()
+
+
 def agent_config(lab: str) -> dict[str, Any]:
     """The hyperparameters (every field of the algorithm's config) that ``lab``'s graded run trains
-    with today: its protocol on top of ``presets/*.yaml`` (lab 4: the pretrained checkpoint's)."""
+    with today: its protocol on top of ``presets/*.yaml`` (lab 4: the pretrained checkpoint's).
+    ``rlcourse pin`` stores them with the pins; ``rlcourse grade`` compares (:func:`stale_config`)."""
     import importlib
 
-    return importlib.import_module(PINNER_MODULES[lab] if lab != "lab2_ppo" else "rlcourse.grading.lab2").agent_config()
+    return importlib.import_module(LAB_MODULES[lab]).agent_config()
 
 
 def stale_config(lab: str, training: dict[str, Any]) -> str | None:
@@ -211,15 +227,18 @@ def stale_config(lab: str, training: dict[str, Any]) -> str | None:
             f"({fields}); run `rlcourse pin {lab}`")
 
 
-def check_pins_current(course_dir: Path, lab: str) -> None:
-    """Raise ``RuntimeError`` if ``lab``'s pins were measured with other hyperparameters than its
-    graded run uses now (labs without a training pin, or without pins at all, pass)."""
+def check_pins_current(course_dir: Path, labs: Iterable[str]) -> None:
+    """Raise ``RuntimeError`` if the pins of one of ``labs`` were measured with other
+    hyperparameters than its graded run uses now (labs without a training pin, or a course
+    without pins, pass)."""
     path = course_dir / PINS_RELPATH
-    if lab not in {"lab2_ppo", *PINNER_MODULES} or not path.exists():
+    if not path.exists():
         return
-    training = json.loads(path.read_text()).get(lab, {}).get("training")
-    if training is not None and (message := stale_config(lab, training)) is not None:
-        raise RuntimeError(message)
+    pinned = json.loads(path.read_text())
+    for lab in labs:
+        training = pinned.get(lab, {}).get("training") if lab in LAB_MODULES else None
+        if training is not None and (message := stale_config(lab, training)) is not None:
+            raise RuntimeError(message)
 
 
 def _pinner(lab: str) -> Callable[[], dict[str, Any]]:
@@ -228,7 +247,7 @@ def _pinner(lab: str) -> Callable[[], dict[str, Any]]:
 
     if lab == "lab2_ppo":
         return pin_lab2
-    return importlib.import_module(PINNER_MODULES[lab]).pin
+    return importlib.import_module(LAB_MODULES[lab]).pin
 
 
 def write_pins(course_dir: Path, entries: dict[str, dict[str, Any]]) -> Path:
@@ -248,7 +267,7 @@ def pin(lab: str | None = None, course_dir: str | os.PathLike | None = None) -> 
     Returns the exit status (0). Unknown labs raise ``ValueError`` (the CLI prints one line).
     """
     root = find_course_dir(course_dir)
-    known = {"lab2_ppo", *PINNER_MODULES}
+    known = set(LAB_MODULES)
     if lab is None:
         labs = [name for name in list_labs(root) if name in known]
     elif lab not in known:

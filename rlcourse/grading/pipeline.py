@@ -255,9 +255,8 @@ def grade(
     labs = resolve_labs(root, lab)
     quiet = bool(os.environ.get("RLCOURSE_NO_PROGRESS"))
     outcomes: list[Outcome] = []
-    for name in labs:
-        # Grades against a pass mark measured with other hyperparameters would be silently wrong.
-        check_pins_current(root, name)
+    # Grades against a pass mark measured with other hyperparameters would be silently wrong.
+    check_pins_current(root, labs)
     for name in labs:
         source = choose_submissions(root, name, submissions)
         print(f"[{name}] generating the assignment (nbgrader generate_assignment)", flush=True)
