@@ -53,3 +53,55 @@ def test_stochastic_predict_follows_the_seed(tiny_ppo) -> None:
     a = tiny_ppo("CartPole-v1", seed=5).predict(obs, deterministic=False)
     b = tiny_ppo("CartPole-v1", seed=5).predict(obs, deterministic=False)
     assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------ denormal floats
+def _denormal_count(tensors: list[torch.Tensor]) -> int:
+    tiny = torch.finfo(torch.float32).tiny
+    return sum(int(((t != 0) & (t.abs() < tiny)).sum()) for t in tensors)
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_denormals_flushed_restores_the_previous_mode() -> None:
+    from rlcourse.runner import denormals_flushed, flushing_denormals
+
+    assert not flushing_denormals()
+    with denormals_flushed():
+        assert flushing_denormals()
+        assert float(torch.tensor([1e-39]) * 1.0) == 0.0
+    assert not flushing_denormals() and float(torch.tensor([1e-39]) * 1.0) > 0.0
+    with denormals_flushed(enabled=False):
+        assert not flushing_denormals()
+    torch.set_flush_denormal(True)          # a caller who had it on keeps it on
+    try:
+        with denormals_flushed():
+            pass
+        assert flushing_denormals()
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@pytest.mark.skipif(not torch.set_flush_denormal(False), reason="this CPU cannot flush denormals")
+def test_flushing_denormals_changes_no_learned_parameter() -> None:
+    """DQN's CartPole preset builds up denormal Adam moments within a few thousand steps; the
+    runner flushes them (see ``denormals_flushed``), which must not change what is learned."""
+    import rlcourse
+    from rlcourse.algos import DQN
+    from rlcourse.runner import Runner, flushing_denormals
+
+    runs = {}
+    for flush in (False, True):
+        env = rlcourse.envs.make("CartPole-v1", num_envs=4, seed=0)
+        agent = DQN(env, seed=0)
+        modes: list[bool] = []
+        Runner(agent, env, eval_episodes=0, progress=False, flush_denormals=flush,
+               callback=lambda runner: modes.append(flushing_denormals())).learn(3072)
+        moments = [s[k] for s in agent.optimizer.state.values() for k in ("exp_avg", "exp_avg_sq")]
+        runs[flush] = ([p.detach().clone() for p in agent.q_network.parameters()], _denormal_count(moments), modes)
+        env.close()
+    assert not flushing_denormals()                         # restored after learn()
+    (params_off, denormals_off, modes_off), (params_on, denormals_on, modes_on) = runs[False], runs[True]
+    assert set(modes_off) == {False} and set(modes_on) == {True}
+    assert denormals_off > 1000, "the unflushed run should hold many denormal Adam moments"
+    assert denormals_on == 0
+    assert _same(params_off, params_on)
