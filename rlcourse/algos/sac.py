@@ -304,7 +304,7 @@ class SAC(Algorithm):
         self.iteration += 1
         if self.global_step < cfg.learning_starts or len(self.buffer) < cfg.batch_size:
             return {}
-        sums = {k: torch.zeros((), device=self.device) for k in ("critic_loss", "actor_loss", "alpha_loss", "entropy", "q")}
+        stats = []   # per gradient step: critic loss, actor loss, alpha loss, entropy, mean Q (one tensor)
         for _ in range(cfg.gradient_steps):
             batch = self.buffer.sample(cfg.batch_size, self.generator)
             obs, next_obs = self.obs_normalizer(batch.obs), self.obs_normalizer(batch.next_obs)
@@ -346,7 +346,8 @@ class SAC(Algorithm):
             if cfg.autotune_alpha:
                 alpha_loss = self.temperature_loss_fn(self.log_alpha, log_prob, self.target_entropy)
                 loss = loss + alpha_loss
-                sums["alpha_loss"] += alpha_loss.detach()
+            else:
+                alpha_loss = torch.zeros((), device=self.device)
             self.actor_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.actor_optimizer.step()
@@ -354,20 +355,18 @@ class SAC(Algorithm):
             # CHOICE: target critics follow every gradient step (SB3, CleanRL's default).
             self.polyak_fn(self.critic_targets, self.critics, cfg.tau)
             self.num_updates += 1
-            sums["critic_loss"] += critic_loss.detach()
-            sums["actor_loss"] += actor_loss.detach()
-            sums["entropy"] -= log_prob.detach().mean()
-            sums["q"] += q.detach().mean()
-        n = cfg.gradient_steps
+            # Stacked into one tensor and read once at the end: every torch call costs time here.
+            stats.append(torch.stack([critic_loss, actor_loss, alpha_loss, -log_prob.mean(), q.mean()]).detach())
+        critic_loss_mean, actor_loss_mean, alpha_loss_mean, entropy, q_mean = torch.stack(stats).mean(0).tolist()
         out = {
-            "losses/critic_loss": float(sums["critic_loss"]) / n,
-            "losses/actor_loss": float(sums["actor_loss"]) / n,
-            "losses/q_values": float(sums["q"]) / n,
-            "charts/entropy": float(sums["entropy"]) / n,
+            "losses/critic_loss": critic_loss_mean,
+            "losses/actor_loss": actor_loss_mean,
+            "losses/q_values": q_mean,
+            "charts/entropy": entropy,
             "charts/alpha": self.alpha,
         }
         if cfg.autotune_alpha:
-            out["losses/alpha_loss"] = float(sums["alpha_loss"]) / n
+            out["losses/alpha_loss"] = alpha_loss_mean
         return out
 
     # -- export / checkpoint ---------------------------------------------------------

@@ -127,7 +127,12 @@ class ReplayBuffer:
             raise RuntimeError("cannot sample from an empty replay buffer")
         idx = torch.randint(0, self.size, (batch_size,), generator=generator, device=generator.device)
         idx = idx.to(self.device)
-        return ReplayBatch(self.obs[idx], self.actions[idx], self.rewards[idx], self.next_obs[idx], self.dones[idx])
+        # index_select picks the same rows as self.obs[idx] at a fraction of the per-call cost
+        # (one gradient step samples five tensors).
+        return ReplayBatch(
+            self.obs.index_select(0, idx), self.actions.index_select(0, idx), self.rewards.index_select(0, idx),
+            self.next_obs.index_select(0, idx), self.dones.index_select(0, idx),
+        )
 
     # -- checkpoints ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
