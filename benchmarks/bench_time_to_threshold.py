@@ -199,34 +199,26 @@ def main() -> None:
         lines = [line + stamp for line in lines]
         run = {line.split(" (")[0] for line in lines}
         kept = [line for line in _recorded_lines() if line.split(" (")[0] not in run]
-        notes = _recorded_block().partition(COMMAND_LINE)[2].strip()   # hand-written notes stay
         record(
             "Time to threshold",
             "Evaluation every N steps; evaluation time excluded; median over seeds.\n\n" + "\n".join(kept + lines)
-            + "\n\n" + COMMAND_LINE + ("\n" + notes if notes else ""),
+            + "\n\n- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`",
         )
-
-
-COMMAND_LINE = "- command: `.venv/bin/python benchmarks/bench_time_to_threshold.py`"
-
-
-def _recorded_block() -> str:
-    """The RESULTS.md section as it stands ("" if none)."""
-    from common import RESULTS
-
-    if not RESULTS.exists():
-        return ""
-    text = RESULTS.read_text()
-    start = text.find("## Time to threshold\n")
-    if start < 0:
-        return ""
-    end = text.find("\n## ", start + 1)
-    return text[start : end if end > 0 else len(text)]
 
 
 def _recorded_lines() -> list[str]:
     """The per-task lines already in the RESULTS.md section."""
-    return [line for line in _recorded_block().splitlines() if re.match(r"- [a-z0-9]+_[a-z0-9]+ \(", line)]
+    from common import RESULTS
+
+    if not RESULTS.exists():
+        return []
+    text = RESULTS.read_text()
+    start = text.find("## Time to threshold\n")
+    if start < 0:
+        return []
+    end = text.find("\n## ", start + 1)
+    block = text[start : end if end > 0 else len(text)]
+    return [line for line in block.splitlines() if re.match(r"- [a-z0-9]+_[a-z0-9]+ \(", line)]
 
 
 if __name__ == "__main__":

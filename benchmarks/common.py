@@ -55,12 +55,19 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
+# Hand-written notes go below this line in a section; re-recording the section keeps them.
+NOTES_MARK = "<!-- notes: kept when a benchmark re-records this section -->"
+
+
 def record(section: str, body: str) -> None:
-    """Replace (or append) the ``## section`` block of RESULTS.md with ``body``."""
+    """Replace (or append) the ``## section`` block of RESULTS.md with ``body``, keeping the
+    block's hand-written notes (the text below :data:`NOTES_MARK`)."""
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\nRatios are ours / peer, measured in one process run.\n"
-    block = f"## {section}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(section)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
+    found = pattern.search(text)
+    notes = found.group(0).partition(NOTES_MARK)[2].strip() if found else ""
+    block = f"## {section}\n\n{body.strip()}\n" + (f"\n{NOTES_MARK}\n\n{notes}\n" if notes else "")
+    if found:
         text = pattern.sub(block + "\n", text)
     else:
         text = text.rstrip() + "\n\n" + block
