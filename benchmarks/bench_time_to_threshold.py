@@ -7,7 +7,7 @@ Baselines3 Zoo values for the env), alternating in one process. Every
 episodes; the clock (training time only, evaluation excluded) stops when the mean
 return reaches the threshold. Median over seeds; target ours / SB3 <= 0.5.
 
-    .venv/bin/python benchmarks/bench_time_to_threshold.py [--tasks ppo_cartpole,dqn_cartpole,sac_pendulum,ddpg_pendulum] [--seeds 0,1,2]
+    .venv/bin/python benchmarks/bench_time_to_threshold.py [--tasks ppo_cartpole,dqn_cartpole,sac_pendulum,ddpg_pendulum] [--seeds 0,1,2] [--repeats 1]
 """
 
 from __future__ import annotations
@@ -168,8 +168,12 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1, help="torch threads for both libraries (same process)")
     parser.add_argument("--eval-every", type=int, default=None, help="override every task's evaluation interval (env steps)")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per seed and library, in alternating order; a seed's time is their mean")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -181,11 +185,23 @@ def main() -> None:
             task = dataclasses.replace(task, eval_every=args.eval_every)
         ours, theirs = [], []
         for seed in seeds:
-            t_o, s_o = time_ours(task, seed, args.eval_episodes)
-            t_s, s_s = time_sb3(task, seed, args.eval_episodes)
+            # A seed's run is deterministic (same steps to threshold every time); only its
+            # wall-clock time varies with the machine. Repeats alternate the order (ours, SB3,
+            # SB3, ours, ...) so a drift in the machine's speed hits both alike; mean per seed.
+            times: dict[str, list[float]] = {"ours": [], "sb3": []}
+            for r in range(args.repeats):
+                for who in (("ours", "sb3") if r % 2 == 0 else ("sb3", "ours")):
+                    t, steps_done = (time_ours if who == "ours" else time_sb3)(task, seed, args.eval_episodes)
+                    times[who].append(t)
+                    if who == "ours":
+                        s_o = steps_done
+                    else:
+                        s_s = steps_done
+            t_o, t_s = float(np.mean(times["ours"])), float(np.mean(times["sb3"]))
             ours.append(t_o)
             theirs.append(t_s)
-            print(f"{name} seed {seed}: rlcourse {t_o:.1f}s ({s_o} steps), SB3 {t_s:.1f}s ({s_s} steps)", flush=True)
+            each = "" if args.repeats == 1 else f" (each: ours {[round(x, 1) for x in times['ours']]}, SB3 {[round(x, 1) for x in times['sb3']]})"
+            print(f"{name} seed {seed}: rlcourse {t_o:.1f}s ({s_o} steps), SB3 {t_s:.1f}s ({s_s} steps){each}", flush=True)
         m_o, m_s = median(ours), median(theirs)
         ratio = m_o / m_s if math.isfinite(m_s) else float("nan")
         line = (f"{name} ({task.env_id}, return >= {task.threshold:g}): rlcourse median {m_o:.1f}s, "
@@ -195,7 +211,8 @@ def main() -> None:
         lines.append(f"- {line}")
     if not args.no_record:
         # Keep the lines of tasks not run this time (each line says when and where it was measured).
-        stamp = f" [{machine_line()}; seeds {seeds}, eval on {args.eval_episodes} episodes, threads {args.threads}]"
+        repeats = "" if args.repeats == 1 else f", {args.repeats} alternating runs per seed"
+        stamp = f" [{machine_line()}; seeds {seeds}, eval on {args.eval_episodes} episodes, threads {args.threads}{repeats}]"
         lines = [line + stamp for line in lines]
         run = {line.split(" (")[0] for line in lines}
         kept = [line for line in _recorded_lines() if line.split(" (")[0] not in run]
