@@ -74,8 +74,9 @@ def denormals_flushed(enabled: bool = True) -> Iterator[None]:
     on CartPole, 44% of those means in the 256x256 layer were denormal and Adam's step took
     3.5x as long. Such a number is far below the rounding error of any weight it updates, so
     flushing it changes nothing that is learned: trained parameters of DQN, PPO, SAC and DDPG
-    runs came out bit-identical with and without, and 8-27% faster (benchmarks/RESULTS.md).
-    The mode is per thread: with ``--threads 1`` (the default) that is all of the update.
+    runs came out bit-identical with and without, and took 2-27% less time (27% for DQN's
+    256-256 network; benchmarks/RESULTS.md). The mode is per thread (NumPy on this thread too):
+    with ``--threads 1`` (the default) that is all of the update.
     """
     previous = flushing_denormals()
     if enabled:
