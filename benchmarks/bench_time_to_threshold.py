@@ -188,16 +188,15 @@ def main() -> None:
             # A seed's run is deterministic (same steps to threshold every time); only its
             # wall-clock time varies with the machine. Repeats alternate the order (ours, SB3,
             # SB3, ours, ...) so a drift in the machine's speed hits both alike; mean per seed.
+            runs = {"ours": time_ours, "sb3": time_sb3}
             times: dict[str, list[float]] = {"ours": [], "sb3": []}
+            steps: dict[str, int] = {}
             for r in range(args.repeats):
                 for who in (("ours", "sb3") if r % 2 == 0 else ("sb3", "ours")):
-                    t, steps_done = (time_ours if who == "ours" else time_sb3)(task, seed, args.eval_episodes)
+                    t, steps[who] = runs[who](task, seed, args.eval_episodes)
                     times[who].append(t)
-                    if who == "ours":
-                        s_o = steps_done
-                    else:
-                        s_s = steps_done
             t_o, t_s = float(np.mean(times["ours"])), float(np.mean(times["sb3"]))
+            s_o, s_s = steps["ours"], steps["sb3"]
             ours.append(t_o)
             theirs.append(t_s)
             each = "" if args.repeats == 1 else f" (each: ours {[round(x, 1) for x in times['ours']]}, SB3 {[round(x, 1) for x in times['sb3']]})"

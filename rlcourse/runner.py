@@ -182,59 +182,56 @@ class Runner:
         start_step = algo.global_step
         t_start = time.perf_counter()
         # Denormal floats flushed to zero while training: same results, less time (see denormals_flushed).
-        with denormals_flushed(self.flush_denormals):
-            try:
-                while algo.global_step < total_steps:
-                    t0 = time.perf_counter()
-                    with torch.inference_mode():
-                        for _ in range(algo.num_steps_per_env):
-                            actions = algo.act(obs)
-                            obs, rewards, terminated, truncated, extras = env.step(actions)
-                            algo.process_env_step(obs, rewards, terminated, truncated, extras)
-                            ep = extras.get("episode")
-                            if ep is not None:
-                                window_returns += ep["return"].tolist()
-                                window_lengths += ep["length"].tolist()
-                                # Task-specific episode statistics (per-term reward sums
-                                # "rew_<term>", distances, ...) go to TensorBoard as episode/<key>.
-                                for key, value in ep.items():
-                                    if key not in ("return", "length", "env_ids"):
-                                        window_terms.setdefault(key, []).extend(value.tolist())
-                        algo.compute_returns(obs)
-                    losses = algo.update()
-                    dt = time.perf_counter() - t0
-                    window_steps += steps_per_iter
-                    window_time += dt
-                    bar.update(min(steps_per_iter, total_steps - bar.n))
+        with denormals_flushed(self.flush_denormals), bar:   # the bar closes on the way out
+            while algo.global_step < total_steps:
+                t0 = time.perf_counter()
+                with torch.inference_mode():
+                    for _ in range(algo.num_steps_per_env):
+                        actions = algo.act(obs)
+                        obs, rewards, terminated, truncated, extras = env.step(actions)
+                        algo.process_env_step(obs, rewards, terminated, truncated, extras)
+                        ep = extras.get("episode")
+                        if ep is not None:
+                            window_returns += ep["return"].tolist()
+                            window_lengths += ep["length"].tolist()
+                            # Task-specific episode statistics (per-term reward sums
+                            # "rew_<term>", distances, ...) go to TensorBoard as episode/<key>.
+                            for key, value in ep.items():
+                                if key not in ("return", "length", "env_ids"):
+                                    window_terms.setdefault(key, []).extend(value.tolist())
+                    algo.compute_returns(obs)
+                losses = algo.update()
+                dt = time.perf_counter() - t0
+                window_steps += steps_per_iter
+                window_time += dt
+                bar.update(min(steps_per_iter, total_steps - bar.n))
 
-                    finished = algo.global_step >= total_steps
-                    if algo.iteration % log_every == 0 or finished:
-                        self.recent_returns.extend(window_returns)
-                        self.recent_lengths.extend(window_lengths)
-                        row: dict[str, Any] = {
-                            "iteration": algo.iteration,
-                            "global_step": algo.global_step,
-                            "wall_time_s": round(self.wall_time_s + time.perf_counter() - t_start, 3),
-                            "charts/steps_per_second": window_steps / max(window_time, 1e-9),
-                        }
-                        if window_returns:
-                            row["charts/episode_return"] = float(np.mean(window_returns))
-                            row["charts/episode_length"] = float(np.mean(window_lengths))
-                        row.update({f"episode/{k}": float(np.mean(v)) for k, v in window_terms.items() if v})
-                        row.update(losses)
-                        self._log(row)
-                        window_terms = {}
-                        if self.recent_returns:
-                            bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
-                        window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0
-                    if self.callback is not None and self.callback(self) is False:
-                        finished = True
-                    if self.run_dir is not None and (algo.iteration % self.checkpoint_every == 0 or finished):
-                        self.save_checkpoint(self.wall_time_s + time.perf_counter() - t_start)
-                    if finished:
-                        break
-            finally:
-                bar.close()
+                finished = algo.global_step >= total_steps
+                if algo.iteration % log_every == 0 or finished:
+                    self.recent_returns.extend(window_returns)
+                    self.recent_lengths.extend(window_lengths)
+                    row: dict[str, Any] = {
+                        "iteration": algo.iteration,
+                        "global_step": algo.global_step,
+                        "wall_time_s": round(self.wall_time_s + time.perf_counter() - t_start, 3),
+                        "charts/steps_per_second": window_steps / max(window_time, 1e-9),
+                    }
+                    if window_returns:
+                        row["charts/episode_return"] = float(np.mean(window_returns))
+                        row["charts/episode_length"] = float(np.mean(window_lengths))
+                    row.update({f"episode/{k}": float(np.mean(v)) for k, v in window_terms.items() if v})
+                    row.update(losses)
+                    self._log(row)
+                    window_terms = {}
+                    if self.recent_returns:
+                        bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
+                    window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0
+                if self.callback is not None and self.callback(self) is False:
+                    finished = True
+                if self.run_dir is not None and (algo.iteration % self.checkpoint_every == 0 or finished):
+                    self.save_checkpoint(self.wall_time_s + time.perf_counter() - t_start)
+                if finished:
+                    break
         self.wall_time_s += time.perf_counter() - t_start
         trained = algo.global_step - start_step
         self.metrics = {

@@ -68,8 +68,8 @@ def test_denormals_flushed_restores_the_previous_mode() -> None:
     assert not flushing_denormals()
     with denormals_flushed():
         assert flushing_denormals()
-        assert float(torch.tensor([1e-39]) * 1.0) == 0.0
-    assert not flushing_denormals() and float(torch.tensor([1e-39]) * 1.0) > 0.0
+        assert float(torch.tensor([1e-20]) * 1e-20) == 0.0     # a result of 1e-40 is flushed
+    assert not flushing_denormals() and float(torch.tensor([1e-20]) * 1e-20) > 0.0
     with denormals_flushed(enabled=False):
         assert not flushing_denormals()
     torch.set_flush_denormal(True)          # a caller who had it on keeps it on
