@@ -165,7 +165,8 @@ class PPO(Algorithm):
             EmpiricalNormalization(spec.num_obs).to(self.device) if cfg.normalize_observations else nn.Identity()
         )
         # Adam eps 1e-5 instead of 1e-8 ("37 PPO details", item 3): steadier early updates.
-        self.optimizer = torch.optim.Adam(self.actor_critic.parameters(), lr=cfg.learning_rate, eps=1e-5, fused=True)
+        self._parameters = list(self.actor_critic.parameters())   # for the optimizer and gradient clipping
+        self.optimizer = torch.optim.Adam(self._parameters, lr=cfg.learning_rate, eps=1e-5, fused=True)
         self.learning_rate = cfg.learning_rate
         self._make_storage()
 
@@ -253,20 +254,23 @@ class PPO(Algorithm):
             # is the SB3 default; adaptive follows rsl_rl / legged_gym.
             self.learning_rate = cfg.learning_rate * max(1.0 - self.global_step / self.total_steps, 0.0)
             self._set_lr(self.learning_rate)
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "approx_kl": 0.0, "clip_fraction": 0.0}
-        n = 0
+        stats = []   # per minibatch: policy loss, value loss, entropy, approx KL, clip fraction (one tensor)
         for mb in self.storage.mini_batches(cfg.num_mini_batches, cfg.num_learning_epochs, self.generator):
             dist = self.actor_critic.distribution(mb.obs)
             log_probs = self.actor_critic.log_prob(dist, mb.actions)
-            entropy = self.actor_critic.entropy(dist).mean()
+            # Without an entropy bonus (entropy_coef 0) the entropy is only logged: computed
+            # outside the graph, backward does not differentiate it just to multiply by 0.
+            with torch.set_grad_enabled(cfg.entropy_coef != 0.0):
+                entropy = self.actor_critic.entropy(dist).mean()
             values = self.actor_critic.value(mb.obs)
 
             with torch.no_grad():
                 log_ratio = log_probs - mb.log_probs
+                ratio = log_ratio.exp()
                 # Low-variance KL(pi_old || pi_new) estimator k3 = (r - 1) - log r
                 # (Schulman, "Approximating KL divergence", 2020).
-                approx_kl = ((log_ratio.exp() - 1) - log_ratio).mean()
-                clip_fraction = ((log_ratio.exp() - 1.0).abs() > cfg.clip_param).float().mean()
+                approx_kl = ((ratio - 1) - log_ratio).mean()
+                clip_fraction = ((ratio - 1.0).abs() > cfg.clip_param).float().mean()
             if cfg.schedule == "adaptive":
                 # rsl_rl's rule: shrink the step when the policy moved too far, grow it when too little.
                 if approx_kl > 2.0 * cfg.desired_kl:
@@ -284,27 +288,26 @@ class PPO(Algorithm):
                 value_loss = torch.max((values - mb.returns).pow(2), (v_clipped - mb.returns).pow(2)).mean()
             else:
                 value_loss = (values - mb.returns).pow(2).mean()
-            loss = policy_loss + cfg.value_loss_coef * value_loss - cfg.entropy_coef * entropy
+            loss = policy_loss + cfg.value_loss_coef * value_loss
+            if cfg.entropy_coef != 0.0:
+                loss = loss - cfg.entropy_coef * entropy
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             # Global gradient clipping ("37 PPO details", item 11).
-            nn.utils.clip_grad_norm_(self.actor_critic.parameters(), cfg.max_grad_norm, foreach=True)
+            nn.utils.clip_grad_norm_(self._parameters, cfg.max_grad_norm, foreach=True)
             self.optimizer.step()
-
-            sums["policy_loss"] += policy_loss.item()
-            sums["value_loss"] += value_loss.item()
-            sums["entropy"] += entropy.item()
-            sums["approx_kl"] += approx_kl.item()
-            sums["clip_fraction"] += clip_fraction.item()
-            n += 1
+            # Stacked into one tensor and read once after the loop: each .item() costs time here.
+            stats.append(torch.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction]).detach())
 
         st = self.storage
         var_returns = st.returns.var()
         explained_var = 1.0 - (st.returns - st.values).var() / var_returns if var_returns > 0 else torch.tensor(0.0)
         st.clear()
         self.iteration += 1
-        out = {f"losses/{k}": v / max(n, 1) for k, v in sums.items()}
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        means = torch.stack(stats).double().mean(0).tolist() if stats else [0.0] * len(names)
+        out = {f"losses/{k}": v for k, v in zip(names, means)}
         out["losses/explained_variance"] = float(explained_var)
         out["charts/learning_rate"] = self.learning_rate
         if not self.spec.is_discrete:
