@@ -89,7 +89,8 @@ def eval_mean(policy_fn: Any, env_id: str, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def time_ours(task: Task, seed: int, episodes: int) -> tuple[float, int]:
+def time_ours(task: Task, seed: int, episodes: int) -> tuple[float, int, bool]:
+    """Training time (evaluations excluded), env steps trained and whether the threshold was reached."""
     import torch
 
     import rlcourse
@@ -123,10 +124,11 @@ def time_ours(task: Task, seed: int, episodes: int) -> tuple[float, int]:
     Runner(agent, env, eval_episodes=0, progress=False, callback=callback).learn(task.max_steps)
     elapsed = time.perf_counter() - t0 - state["eval_time"]
     env.close()
-    return (elapsed if state["solved_at"] else math.inf), (state["solved_at"] or task.max_steps)
+    return elapsed, (state["solved_at"] or agent.global_step), state["solved_at"] is not None
 
 
-def time_sb3(task: Task, seed: int, episodes: int) -> tuple[float, int]:
+def time_sb3(task: Task, seed: int, episodes: int) -> tuple[float, int, bool]:
+    """Like :func:`time_ours`, for Stable-Baselines3."""
     import stable_baselines3 as sb3
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -158,7 +160,7 @@ def time_sb3(task: Task, seed: int, episodes: int) -> tuple[float, int]:
     model.learn(task.max_steps, callback=Stop())
     elapsed = time.perf_counter() - t0 - state["eval_time"]
     venv.close()
-    return (elapsed if state["solved_at"] else math.inf), (state["solved_at"] or task.max_steps)
+    return elapsed, (state["solved_at"] or model.num_timesteps), state["solved_at"] is not None
 
 
 def main() -> None:
@@ -183,7 +185,9 @@ def main() -> None:
         task = TASKS[name]
         if args.eval_every is not None:
             task = dataclasses.replace(task, eval_every=args.eval_every)
-        ours, theirs = [], []
+        ours, theirs = [], []                        # time to threshold per seed (inf: not reached)
+        steps_o, steps_s = [], []                    # env steps trained per seed
+        cost_o, cost_s = [], []                      # training time per env step (ms) per seed
         for seed in seeds:
             # A seed's run is deterministic (same steps to threshold every time); only its
             # wall-clock time varies with the machine. Repeats alternate the order (ours, SB3,
@@ -191,21 +195,32 @@ def main() -> None:
             runs = {"ours": time_ours, "sb3": time_sb3}
             times: dict[str, list[float]] = {"ours": [], "sb3": []}
             steps: dict[str, int] = {}
+            solved: dict[str, bool] = {}
             for r in range(args.repeats):
                 for who in (("ours", "sb3") if r % 2 == 0 else ("sb3", "ours")):
-                    t, steps[who] = runs[who](task, seed, args.eval_episodes)
+                    t, steps[who], solved[who] = runs[who](task, seed, args.eval_episodes)
                     times[who].append(t)
             t_o, t_s = float(np.mean(times["ours"])), float(np.mean(times["sb3"]))
             s_o, s_s = steps["ours"], steps["sb3"]
-            ours.append(t_o)
-            theirs.append(t_s)
+            ours.append(t_o if solved["ours"] else math.inf)
+            theirs.append(t_s if solved["sb3"] else math.inf)
+            steps_o.append(s_o)
+            steps_s.append(s_s)
+            cost_o.append(1e3 * t_o / s_o)
+            cost_s.append(1e3 * t_s / s_s)
             each = "" if args.repeats == 1 else f" (each: ours {[round(x, 1) for x in times['ours']]}, SB3 {[round(x, 1) for x in times['sb3']]})"
-            print(f"{name} seed {seed}: rlcourse {t_o:.1f}s ({s_o} steps), SB3 {t_s:.1f}s ({s_s} steps){each}", flush=True)
+            print(f"{name} seed {seed}: rlcourse {ours[-1]:.1f}s ({s_o} steps), SB3 {theirs[-1]:.1f}s ({s_s} steps){each}", flush=True)
         m_o, m_s = median(ours), median(theirs)
         ratio = m_o / m_s if math.isfinite(m_s) else float("nan")
+        # The steps to the threshold differ between libraries by chance as much as by design
+        # (evaluations every eval_every steps; a seed's draw decides much), so the time per
+        # env step is reported too: it compares the implementations' speed on their own.
+        c_o, c_s = median(cost_o), median(cost_s)
         line = (f"{name} ({task.env_id}, return >= {task.threshold:g}): rlcourse median {m_o:.1f}s, "
                 f"SB3 median {m_s:.1f}s, ratio {ratio:.2f} (target <= 0.5); per seed ours "
-                f"{[round(x, 1) for x in ours]}, SB3 {[round(x, 1) for x in theirs]}")
+                f"{[round(x, 1) for x in ours]}, SB3 {[round(x, 1) for x in theirs]}; steps ours {steps_o}, "
+                f"SB3 {steps_s}; training time per env step (median) ours {c_o:.2f} ms, SB3 {c_s:.2f} ms, "
+                f"ratio {c_o / c_s:.2f}")
         print(line, flush=True)
         lines.append(f"- {line}")
     if not args.no_record:
