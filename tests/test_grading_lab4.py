@@ -66,8 +66,12 @@ def test_pinned_metrics_record_how_they_were_made() -> None:
     pins = _training_pins()
     training = pins["training"]
     assert len(training["reference_seeds"]) >= 5 and lab4.PROTOCOL["seed"] in training["reference_seeds"]
-    # The pass mark sits well below the worst seed; the comparison with the nominal policy is recorded.
+    # The pass mark sits well below the lowest seed's mean; the comparison with the nominal policy and
+    # the (ungraded) worst cells are recorded.
     assert len(training["randomized_beats_nominal"]) == len(training["reference_seeds"])
+    assert all(training["randomized_beats_nominal"])
+    assert training["reference_min"] == min(training["reference_mean_randomized"])
+    assert len(training["reference_mean_nominal"]) == len(training["reference_seeds"])
     assert len(training["reference_worst_nominal"]) == len(training["reference_seeds"])
     assert 0 < training["threshold"] <= lab4.MARGIN * training["reference_min"] + 0.5
     for key in ("produced_by", "date", "versions"):
@@ -242,5 +246,6 @@ def test_feedback_shows_neither_hidden_tests_nor_the_pass_mark(graded_course: di
 def test_training_check_accepts_the_rounded_grid_the_cell_stores() -> None:
     """The cell stores the grid rounded to 3 decimals next to the exact minimum (a bug the first round trip found)."""
     result = _result(60.0, 10.0)
-    result["randomized"]["worst_case_return"] = 60.0004
+    result["randomized"]["worst_case_return"] += 0.0004
+    result["randomized"]["mean_return"] += 0.0004
     lab4.check_training(result, _synthetic_pins())

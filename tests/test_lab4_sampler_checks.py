@@ -308,12 +308,14 @@ def test_override_rejects_a_sampler_with_the_wrong_shape() -> None:
 
 # --------------------------------------------------------------------------- training check
 def _result(randomized: float, nominal: float) -> dict[str, Any]:
+    """Both policies' results with the given means over the grid (and a worst cell 40 below)."""
     shape = [len(v) for v in lab4.SWEEP.values()]
     out = {}
-    for name, worst in (("randomized", randomized), ("nominal", nominal)):
-        grid = torch.full(shape, worst + 30.0)
-        grid[0, 0] = worst
-        out[name] = {"grid": grid.tolist(), "worst_case_return": worst, "mean_return": float(grid.mean())}
+    for name, mean in (("randomized", randomized), ("nominal", nominal)):
+        grid = torch.full(shape, mean, dtype=torch.float64)
+        grid[0, 0] = mean - 40.0
+        grid[0, 1] = mean + 40.0
+        out[name] = {"grid": grid.tolist(), "worst_case_return": mean - 40.0, "mean_return": float(grid.mean())}
     return out
 
 
@@ -330,7 +332,7 @@ def test_training_check_needs_the_pass_mark_and_both_grids() -> None:
     with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
         lab4.check_training(_result(t - 1, t - 10), pins)
     assert str(t) not in str(info.value)
-    # Above the pass mark is not enough: the randomized worst cell must beat the nominal one.
+    # Above the pass mark is not enough: the randomized mean must beat the nominal one.
     for nominal in (t + 80, t + 5):
         with pytest.raises(AssertionError, match="not higher than the nominal") as info:
             lab4.check_training(_result(t + 5, nominal), pins)
@@ -339,6 +341,16 @@ def test_training_check_needs_the_pass_mark_and_both_grids() -> None:
         bad = _result(t + 5, t)
         bad["randomized"]["worst_case_return"] = t + 100
         lab4.check_training(bad, pins)
+    with pytest.raises(AssertionError, match="mean of its grid"):
+        bad = _result(t + 5, t)
+        bad["nominal"]["mean_return"] = t - 100
+        lab4.check_training(bad, pins)
+    # Graded is the mean, not the worst cell: a lower worst cell than the nominal one passes.
+    low_worst = _result(t + 50, t)
+    low_worst["randomized"]["grid"][2][2] = low_worst["nominal"]["worst_case_return"] - 1.0
+    low_worst["randomized"]["worst_case_return"] = low_worst["nominal"]["worst_case_return"] - 1.0
+    low_worst["randomized"]["mean_return"] = float(np.mean(low_worst["randomized"]["grid"]))
+    lab4.check_training(low_worst, pins)
     no_nominal = _result(t + 5, t)
     del no_nominal["nominal"]
     with pytest.raises(AssertionError, match="no 'nominal' grid"):

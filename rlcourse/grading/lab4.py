@@ -16,12 +16,24 @@ call these functions. Three kinds of checks:
 * **training**: the notebook fine-tunes the shipped walking Ant (``rlcourse.pretrained``,
   ``ant_walker``) twice under :data:`PROTOCOL`, without randomization and with
   :data:`TRAIN_RANDOMIZATION` through the student's functions, and evaluates both over the
-  friction x payload grid :data:`SWEEP`. Graded: the randomized policy's worst grid cell
-  reaches the pinned pass mark **and** beats the nominal policy's worst cell.
+  friction x payload grid :data:`SWEEP`. Graded: the randomized policy's **mean over the
+  grid** reaches the pinned pass mark **and** beats the nominal policy's mean. (Until
+  2026-12-02 the worst cell was graded; see "Why the mean" below.)
 
 Failure messages say what is wrong, never the expected numbers (they end up in the feedback).
 
-How this design was found (2 CPU cores, 2026-12-01; "worst" = the lowest cell of the grid):
+Why the mean, not the worst cell (2026-12-02): the worst cell depends on the CPU. The same
+seeds and code on an AMD EPYC instead of the Intel Xeon the design below was found on
+(floating-point results differ in the last bits, and a walker on ice with 30 kg amplifies
+them) gave randomized / nominal worst cells 64 / 121, 78 / 114, 94 / 115, 90 / 115, 87 / 110,
+118 / 122 on seeds 0-5: randomization *lost* the worst cell on every seed (ice with 30 kg,
+~350 on the Xeon, ~64-118 there), and a correct solution failed the grade. The means over the
+grid agree with the lesson on both machines, with wide margins: randomized / nominal 501 / 370,
+504 / 347, 527 / 339, 524 / 360, 543 / 368, 486 / 340 on the EPYC (seeds 0-5) and 647 / 471,
+648 / 473, 635 / 459, 647 / 475, 657 / 457 on the Xeon (seeds 0-4). The notebook still shows
+both grids and their worst cells, and says why the worst cell is not graded.
+
+How this design was found (2 CPU cores, Xeon, 2026-12-01; "worst" = the lowest cell of the grid):
 
 * The shipped walker (return 724 in 300 steps on the nominal robot) is insensitive to scaling
   every body's mass (682 at 5x, 541 at 20x: its motors are strong) but not to a **payload** on
@@ -86,7 +98,7 @@ PROTOCOL: dict[str, Any] = {
     "sweep_episodes": 4,              # per grid cell
     "sweep_episode_length": 300,      # control steps (15 s at 20 Hz)
     "eval_seed": 10_000,
-    "metric": "worst_case_return",    # min over the grid of the mean episode return
+    "metric": "mean_return",          # mean over the grid of the mean episode return
 }
 
 # What the randomized policy trains with (the nominal one with None): floors from 3% to twice the
@@ -491,8 +503,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, **protocol_used: Any) -> None:
-    """The graded cell's ``result``: both grids are complete, and the randomized policy's worst
-    grid cell reaches the pinned threshold and is higher than the nominal policy's worst cell.
+    """The graded cell's ``result``: both grids are complete, and the randomized policy's mean
+    over the grid reaches the pinned threshold and is higher than the nominal policy's mean.
 
     Args:
         result: ``{"nominal": {...}, "randomized": {...}}`` as built by the training cell
@@ -515,22 +527,25 @@ def check_training(result: dict[str, Any], pins: dict[str, Any] | None = None, *
         grid = np.asarray(result[name]["grid"], dtype=float)
         if list(grid.shape) != shape or not np.isfinite(grid).all():
             _fail(f"the {name} grid must hold a finite return for every friction x payload cell")
-        if abs(float(grid.min()) - float(result[name]["worst_case_return"])) > 1e-3:   # the grid is rounded to 3 decimals
+        # The stored grid is rounded to 3 decimals, the worst cell and the mean are not.
+        if abs(float(grid.min()) - float(result[name].get("worst_case_return", math.nan))) > 1e-3:
             _fail(f"the {name} worst_case_return is not the minimum of its grid")
-    randomized = float(np.min(result["randomized"]["grid"]))
+        if abs(float(grid.mean()) - float(result[name].get("mean_return", math.nan))) > 1e-3:
+            _fail(f"the {name} mean_return is not the mean of its grid")
+    randomized = float(np.mean(result["randomized"]["grid"]))
     if not randomized >= float(training["threshold"]):
-        _fail("the randomized policy's worst cell is below the pinned pass mark for this lab (see the header); "
-              "check your sampler and randomize first, then the observation noise")
-    nominal = float(np.min(result["nominal"]["grid"]))
+        _fail("the randomized policy's mean over the grid is below the pinned pass mark for this lab (see the "
+              "header); check your sampler and randomize first, then the observation noise")
+    nominal = float(np.mean(result["nominal"]["grid"]))
     if not randomized > nominal:
-        _fail("the randomized policy's worst cell is not higher than the nominal policy's: randomization "
+        _fail("the randomized policy's mean over the grid is not higher than the nominal policy's: randomization "
               "did not make the walker more robust; check your sampler and randomize (payload and friction), "
               "then the observation noise")
 
 
 # --------------------------------------------------------------------------- pins
 PIN_SEEDS = (0, 1, 2, 3, 4)
-# Pass mark = round(MARGIN * the worst reference seed's worst cell), see pin().
+# Pass mark = round(MARGIN * the lowest reference seed's mean over the grid), see pin().
 MARGIN = 0.5
 
 
@@ -551,8 +566,9 @@ def _pin_run(seed: int) -> dict[str, Any]:
     torch.set_num_threads(1)  # as the notebook's setup cell
     start = time.perf_counter()
     r = train_and_evaluate(seed=seed)
-    print(f"  seed {seed}: worst cell randomized {r['randomized']['worst_case_return']:.2f}, nominal "
-          f"{r['nominal']['worst_case_return']:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    print(f"  seed {seed}: mean over the grid randomized {r['randomized']['mean_return']:.2f}, nominal "
+          f"{r['nominal']['mean_return']:.2f}; worst cell randomized {r['randomized']['worst_case_return']:.2f}, "
+          f"nominal {r['nominal']['worst_case_return']:.2f} ({time.perf_counter() - start:.0f} s)", flush=True)
     return {"seed": seed, "randomized_worst": round(r["randomized"]["worst_case_return"], 2),
             "nominal_worst": round(r["nominal"]["worst_case_return"], 2),
             "randomized_mean": round(r["randomized"]["mean_return"], 2),
@@ -564,23 +580,24 @@ def _pin_run(seed: int) -> dict[str, Any]:
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """Train the reference under :func:`protocol` on ``seeds``; the lab's ``pinned_metrics.json`` entry.
 
-    The pass mark is ``MARGIN`` times the worst reference seed's worst cell. It refuses to pin
-    a pass mark <= 0, or a protocol under which the reference randomized policy fails to beat the
-    nominal one on some seed (the grade asks every student for that).
+    The pass mark is ``MARGIN`` times the lowest reference seed's mean over the grid. It refuses
+    to pin a pass mark <= 0, or a protocol under which the reference randomized policy's mean fails
+    to beat the nominal one's on some seed (the grade asks every student for that). The worst
+    cells are recorded too (not graded: they depend on the CPU, see the module docstring).
     """
     import datetime as _dt
 
     from rlcourse.grading.pins import _versions, reference_runs
 
     seeds, runs, seconds = reference_runs(_pin_run, seeds, PROTOCOL["seed"], workers)
-    worst = [r["randomized_worst"] for r in runs]
-    nominal = [r["nominal_worst"] for r in runs]
-    threshold = float(round(MARGIN * min(worst)))
+    means = [r["randomized_mean"] for r in runs]
+    nominal = [r["nominal_mean"] for r in runs]
+    threshold = float(round(MARGIN * min(means)))
     if threshold <= 0:
-        raise RuntimeError(f"the worst reference cell is {min(worst)}; a pass mark <= 0 means nothing")
-    beats = [r > n for r, n in zip(worst, nominal)]
+        raise RuntimeError(f"the lowest reference mean is {min(means)}; a pass mark <= 0 means nothing")
+    beats = [r > n for r, n in zip(means, nominal)]
     if not all(beats):
-        raise RuntimeError(f"the reference randomized policy's worst cells {worst} do not all beat the nominal "
+        raise RuntimeError(f"the reference randomized policy's means {means} do not all beat the nominal "
                            f"policy's {nominal}; the graded comparison would fail correct solutions, not pinning")
     return {
         "sampler": {
@@ -596,9 +613,11 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
         "training": {
             "protocol": _jsonable(protocol()),
             "reference_seeds": list(seeds),
-            "reference_worst_randomized": worst,
-            "reference_worst_nominal": nominal,
-            "reference_min": min(worst),
+            "reference_mean_randomized": means,
+            "reference_mean_nominal": nominal,
+            "reference_worst_randomized": [r["randomized_worst"] for r in runs],
+            "reference_worst_nominal": [r["nominal_worst"] for r in runs],
+            "reference_min": min(means),
             "threshold": threshold,
             "threshold_rule": f"round({MARGIN} * reference_min)",
             "randomized_beats_nominal": beats,

@@ -45,7 +45,7 @@ Every other code cell is locked; if you break or delete one, the grader restores
 |---|---|---|
 | `test_sampler` | 4 | the visible checks below, and hidden ones: shapes, dtype, bounds and `low == high` exactly; mean, standard deviation (of the logarithm, for `loguniform`) and median of 200,000 draws within 6 standard errors of the distribution's; the same seed gives the same draws, and only `generator` is used; `randomize` exactly |
 | `test_noise_latency` | 3 | the visible checks below, and hidden ones: statistics of the noise on 200,000 elements, independence between elements; the delay frequencies (both ends of the range included); `ActionLatency` step by step against the reference on a fixed action sequence with resets in the middle |
-| `test_training` | 3 | your functions randomize the Ant while PPO trains (seed 0, ~2 minutes for both runs and the sweeps); over the friction x payload grid, the randomized policy's **worst cell** must reach the pass mark pinned in `autograder/pinned_metrics.json` (set so that a correct solution passes on any seed) **and** be higher than the nominal policy's worst cell |
+| `test_training` | 3 | your functions randomize the Ant while PPO trains (seed 0, ~2 minutes for both runs and the sweeps); over the friction x payload grid, the randomized policy's **mean return over the grid** must reach the pass mark pinned in `autograder/pinned_metrics.json` (set so that a correct solution passes on any seed) **and** be higher than the nominal policy's mean |
 
 A test cell gives all of its points or none. The training uses your functions, so an error
 in them can cost more than one cell; fix the function tests first.
@@ -320,10 +320,12 @@ Then `rlcourse.evaluate_robustness` runs both deterministic policies on a grid o
 robots: friction scale 0.03 (ice) to 1 x payload 0 to 30 kg, four 300-step (15 s) episodes per
 cell. The grid evaluation uses the environment's own sampler, not yours.
 
-**What is graded is the worst cell**, not the average: a real robot meets one particular floor
-with one particular load, and a policy is only as good as its worst plausible case. The
-randomized policy's worst cell must reach the pinned pass mark *and* beat the nominal policy's
-worst cell. The cell sets every seed itself, so running it again gives the same policies.
+**What is graded is the mean over the grid**: the randomized policy's mean must reach the
+pinned pass mark *and* beat the nominal policy's mean. The cell also prints each policy's
+**worst cell**, the number a robot engineer cares about most (a real robot meets one particular
+floor with one particular load), and the end of this notebook explains why that one is shown
+but not graded. The cell sets every seed itself, so running it again gives the same policies
+on the same computer.
 """
 
 TRAIN_TEST = r"""
@@ -414,20 +416,33 @@ print(np.round(diff, 0))
 RESULT_TEXT = r"""
 ### What the reference measured (and what it means)
 
-With the reference functions on five seeds (0-4, 2 CPU cores, 2026-12-01; the pinned numbers):
+With the reference functions on five seeds (0-4, 2 CPU cores), on two computers: an AMD EPYC
+(2026-12-02, the pinned numbers) and an Intel Xeon (2026-12-01):
 
 | seed | 0 | 1 | 2 | 3 | 4 |
 |---|---|---|---|---|---|
-| randomized, worst cell | 344 | 240 | 201 | 315 | 328 |
-| nominal, worst cell | 144 | 157 | 151 | 151 | 151 |
+| EPYC: randomized, mean / worst cell | 501 / 64 | 504 / 78 | 527 / 94 | 524 / 90 | 543 / 87 |
+| EPYC: nominal, mean / worst cell | 370 / 121 | 347 / 114 | 339 / 115 | 360 / 115 | 368 / 110 |
+| Xeon: randomized, mean / worst cell | 647 / 344 | 648 / 240 | 635 / 201 | 647 / 315 | 657 / 328 |
+| Xeon: nominal, mean / worst cell | 471 / 144 | 473 / 157 | 459 / 151 | 475 / 151 | 457 / 151 |
 
-**Randomization raised the worst case on every seed**, by 50 to 200 (and on seeds 5-9 as
-well). The nominal policy's worst cell is always the 30 kg payload, where it stands still; the
-randomized one walks there (720-800 on friction 0.1 and 1). But look at *where* the randomized
-policy is now weakest: on four seeds of five **the nominal floor without a payload** (201-328,
-where the nominal policy scores 510-740; some episodes end early because the robot tips over).
-That is the price of randomization from lecture 7: a policy that cannot tell how heavy it is
-has to compromise between the robots it was trained on.
+**Randomization raised the mean over the grid on every seed, on both computers**, by 130 to
+200. The nominal policy's weak cells are the heavy payloads, where it stands still; the
+randomized one walks there (810-1000 with 15 kg on friction 0.1). But look at *where* the
+randomized policy is now weakest: on ice with 30 kg, or **on the nominal floor without a
+payload**, where the nominal policy scores 500-740 and the randomized one 130-450 (some
+episodes end early because the robot tips over). That is the price of randomization from
+lecture 7: a policy that cannot tell how heavy it is has to compromise between the robots it
+was trained on.
+
+**Why the worst cell is not graded.** The same code and seeds give different worst cells on
+the two computers: on the Xeon randomization raised the worst cell on every seed (by 50 to
+200), on the EPYC it *lowered* it on every seed (ice with 30 kg: ~350 on the Xeon, 64-94 on
+the EPYC). Different processors round the last bits of some floating-point operations
+differently; a walker balancing on ice with a heavy load amplifies those differences until the
+gait differs. A grade must not depend on the student's processor, so the lab grades the mean,
+which tells the same story on both. For a real robot the lesson is the reverse: report the
+worst case, *and* test it on more than one simulator and seed before you trust it.
 
 The design of this lab is itself a measurement; the versions that did *not* show a benefit
 are as instructive (all with 102,400 steps of fine-tuning):
@@ -446,9 +461,9 @@ are as instructive (all with 102,400 steps of fine-tuning):
   near 1 and lost on the nominal floor on one seed of four.
 
 Your numbers will differ a little from the reference (your sampler may draw in another
-order), but the picture should be the same: measure robustness on a grid, look at the worst
-case, and compare with the policy trained *without* randomization before you believe that
-randomization helped.
+order, and your computer may round differently), but the picture should be the same: measure
+robustness on a grid, look at the worst case as well as the mean, and compare with the policy
+trained *without* randomization before you believe that randomization helped.
 """
 
 REFLECT = r"""
