@@ -43,8 +43,24 @@ def _versions() -> dict[str, str]:
 
     import rlcourse
 
+    import mujoco
+
+    # The CPU too: floating-point results differ in the last bits between processors, and a
+    # training run can amplify that (lab 4's worst cell did, see rlcourse.grading.lab4).
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "gymnasium": gymnasium.__version__, "rlcourse": rlcourse.__version__, "platform": platform.platform()}
+            "gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__, "rlcourse": rlcourse.__version__,
+            "platform": platform.platform(), "cpu": _cpu_model()}
+
+
+def _cpu_model() -> str:
+    """The processor's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def seed_everything(seed: int) -> None:
