@@ -31,16 +31,10 @@ def without_log_folder(model: Any) -> Any:
 def machine_line() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from rlcourse.machine import cpu_model
+
     return (
-        f"{datetime.date.today().isoformat()}, {cpu}, {os.cpu_count()} cores, "
+        f"{datetime.date.today().isoformat()}, {cpu_model()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__} (threads {torch.get_num_threads()})"
     )
 

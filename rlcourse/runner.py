@@ -12,7 +12,8 @@ A run directory ends up holding::
 
     events.out.tfevents.*   TensorBoard scalars (charts/..., losses/...)
     progress.csv            the same scalars, one row per logged iteration
-    run.yaml                algorithm, env, seed, hyperparameters (what `rlcourse eval` rebuilds)
+    run.yaml                algorithm, env, seed, hyperparameters (what `rlcourse eval` rebuilds),
+                            the CPU and library versions
     checkpoints/            ckpt_<step>.pt, resumable
     policy.pt               TorchScript policy with its observation normalizer
     learning_curve.png      episode return against env steps
@@ -40,6 +41,7 @@ import yaml
 
 from rlcourse.envs.base import VecEnv
 from rlcourse.evaluation import evaluate
+from rlcourse.machine import versions
 
 CHECKPOINT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 
@@ -263,6 +265,8 @@ class Runner:
             "seed": algo.seed,
             "total_steps": int(algo.total_steps),
             "hyperparameters": _plain(dataclasses.asdict(algo.cfg)),
+            # A seed reproduces a run on the same machine only (see rlcourse.machine).
+            "machine": versions(),
         }
         (self.run_dir / "run.yaml").write_text(yaml.safe_dump(run_info, sort_keys=False))
         if algo.iteration == 0:

@@ -292,7 +292,8 @@ def agent_config() -> dict[str, Any]:
 
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """``rlcourse pin lab1_dqn``: train the reference DQN under :data:`PROTOCOL` on ``seeds``."""
-    from rlcourse.grading.pins import _versions, evaluated_return_run, reference_runs, return_training_entry
+    from rlcourse.grading.pins import evaluated_return_run, reference_runs, return_training_entry
+    from rlcourse.machine import versions
 
     run = functools.partial(evaluated_return_run, train_and_evaluate, PROTOCOL["metric"])
     seeds, runs, seconds = reference_runs(run, seeds, PROTOCOL["seed"], workers)
@@ -319,5 +320,5 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
                        "reference epsilon_greedy, double_dqn_target and huber_loss)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(seconds, 1),
-        "versions": _versions(),
+        "versions": versions(),
     }

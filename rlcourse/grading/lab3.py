@@ -371,7 +371,8 @@ def pin(seeds: tuple[int, ...] = SEEDS, workers: int | None = None) -> dict[str,
     ``threshold = round(MARGIN * worst seed, 3)`` m/s. Workers default to 1: the
     training already uses the machine's cores for physics (``RLCOURSE_PIN_WORKERS`` overrides).
     """
-    from rlcourse.grading.pins import _versions, reference_runs
+    from rlcourse.grading.pins import reference_runs
+    from rlcourse.machine import versions
 
     workers = workers or int(os.environ.get("RLCOURSE_PIN_WORKERS", "1"))
     seeds, runs, seconds = reference_runs(_pin_run, seeds, PROTOCOL["seed"], workers)
@@ -400,5 +401,5 @@ def pin(seeds: tuple[int, ...] = SEEDS, workers: int | None = None) -> dict[str,
                        "with the reference terms of rlcourse.envs.locomotion.ant)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(seconds, 1),
-        "versions": _versions(),
+        "versions": versions(),
     }

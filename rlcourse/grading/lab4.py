@@ -587,7 +587,8 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
     """
     import datetime as _dt
 
-    from rlcourse.grading.pins import _versions, reference_runs
+    from rlcourse.grading.pins import reference_runs
+    from rlcourse.machine import versions
 
     seeds, runs, seconds = reference_runs(_pin_run, seeds, PROTOCOL["seed"], workers)
     means = [r["randomized_mean"] for r in runs]
@@ -627,5 +628,5 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
                        "lab4.train_and_evaluate with the reference functions)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(seconds, 1),
-        "versions": _versions(),
+        "versions": versions(),
     }

@@ -350,7 +350,8 @@ def untrained_return(protocol: dict[str, Any] | None = None, seed: int | None = 
 
 def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[str, Any]:
     """``rlcourse pin lab5_sac``: train the reference SAC under :data:`PROTOCOL` on ``seeds``."""
-    from rlcourse.grading.pins import _versions, evaluated_return_run, reference_runs, return_training_entry
+    from rlcourse.grading.pins import evaluated_return_run, reference_runs, return_training_entry
+    from rlcourse.machine import versions
 
     run = functools.partial(evaluated_return_run, train_and_evaluate, PROTOCOL["metric"])
     seeds, runs, seconds = reference_runs(run, seeds, PROTOCOL["seed"], workers)
@@ -386,5 +387,5 @@ def pin(seeds: tuple[int, ...] = PIN_SEEDS, workers: int | None = None) -> dict[
                        "reference sac_critic_target, squashed_gaussian_log_prob, temperature_loss and polyak_update)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(seconds, 1),
-        "versions": _versions(),
+        "versions": versions(),
     }

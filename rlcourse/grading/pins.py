@@ -9,8 +9,8 @@ and the pass mark derived from it::
 
 A correct solution trains like the reference on *some* seed (floating-point details of a
 student's own code change the trajectory like a different seed would), so the pass mark
-sits well below the worst reference seed. Every entry says how and when it was produced
-and with which library versions.
+sits well below the worst reference seed. Every entry says how and when it was produced,
+with which library versions and on which processor (:func:`rlcourse.machine.versions`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import functools
 import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -28,39 +27,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from rlcourse.grading.release import find_course_dir, list_labs
+from rlcourse.machine import versions
 
 PINS_RELPATH = Path("autograder") / "pinned_metrics.json"
 # Fraction of the worst reference seed a submission must reach.
 MARGIN = 0.5
 # Seeds of the reference runs (the graded seed is always one of them).
 LAB2_SEEDS = (0, 1, 2, 3, 4)
-
-
-def _versions() -> dict[str, str]:
-    import gymnasium
-    import numpy
-    import torch
-
-    import rlcourse
-
-    import mujoco
-
-    # The CPU too: floating-point results differ in the last bits between processors, and a
-    # training run can amplify that (lab 4's worst cell did, see rlcourse.grading.lab4).
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
-            "gymnasium": gymnasium.__version__, "mujoco": mujoco.__version__, "rlcourse": rlcourse.__version__,
-            "platform": platform.platform(), "cpu": _cpu_model()}
-
-
-def _cpu_model() -> str:
-    """The processor's model name (Linux ``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def seed_everything(seed: int) -> None:
@@ -181,7 +154,7 @@ def pin_lab2(seeds: tuple[int, ...] = LAB2_SEEDS, workers: int | None = None) ->
                        "with the reference compute_gae and clipped_surrogate_loss)",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "wall_time_s": round(seconds, 1),
-        "versions": _versions(),
+        "versions": versions(),
     }
 
 
