@@ -10,7 +10,7 @@ wrong, never the expected numbers: they end up in the student's feedback.
 
 The training protocol (:data:`PROTOCOL`) is shared by the notebook's graded training cell
 and by ``rlcourse pin lab5_sac``, which measures the reference solution under it. Pendulum
-returns are negative (0 is perfect, an untrained policy gets about -1200), so the pass mark
+returns are negative (0 is perfect, a random policy gets about -1100), so the pass mark
 sits a fraction of the way from the untrained policy's return to the worst reference seed.
 """
 

@@ -61,7 +61,8 @@ import torch
 import rlcourse
 from rlcourse.algos.dqn import DQN
 
-# Warnings go to stderr, and the grader counts any stderr output in a test cell as a failure.
+# Warnings go to stderr. The grader filters out warnings and progress bars, but any other
+# stderr output in a test cell counts as a failure, so quiet them here anyway.
 warnings.filterwarnings("ignore")
 torch.set_printoptions(precision=4, sci_mode=False)
 # A small MLP trains fastest on one thread, and one thread makes runs repeatable.

@@ -55,7 +55,8 @@ import torch
 import rlcourse
 from rlcourse.algos.ppo import PPO
 
-# Warnings go to stderr, and the grader counts any stderr output in a test cell as a failure.
+# Warnings go to stderr. The grader filters out warnings and progress bars, but any other
+# stderr output in a test cell counts as a failure, so quiet them here anyway.
 warnings.filterwarnings("ignore")
 torch.set_printoptions(precision=4, sci_mode=False)
 """
@@ -339,7 +340,10 @@ REFLECT = r"""
 * Train again with `PPO(..., lam=0.0)` and with `lam=1.0` (keyword arguments override the preset).
   Which learns faster here, and why might the answer change for a long-horizon locomotion task?
 * What would happen to the critic's targets near step 500 if time-outs were treated as
-  terminations? Try it: train with a `compute_gae` that ignores `dones` and compare the curves.
+  terminations? Your `compute_gae` cannot show it: `PPO.process_env_step` has already added
+  $\gamma V(s_T)$ to the reward of a time-out before GAE sees it. Try it with a subclass of `PPO`
+  whose `process_env_step` passes `terminated | truncated` as `terminated` and an all-false
+  `extras["time_outs"]` to `super().process_env_step(...)`, and compare the curves.
 * Set `clip_eps` very large (`PPO(..., clip_param=10.0)`): what does the learning curve look like?
 """
 

@@ -91,7 +91,8 @@ import rlcourse
 from rlcourse.envs.locomotion import AntEnv, RewardTerm, record_video, show_video
 from rlcourse.envs.locomotion import ant as builtin
 
-# Warnings go to stderr, and the grader counts any stderr output in a test cell as a failure.
+# Warnings go to stderr. The grader filters out warnings and progress bars, but any other
+# stderr output in a test cell counts as a failure, so quiet them here anyway.
 warnings.filterwarnings("ignore")
 torch.set_num_threads(1)  # small networks: one thread is fastest, and results do not depend on the core count
 torch.set_printoptions(precision=4, sci_mode=False)
