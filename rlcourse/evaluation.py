@@ -47,6 +47,9 @@ def evaluate(
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     policy = _as_policy(agent)
+    # An agent trained on a GPU keeps its networks there; the env may hand out CPU tensors.
+    policy_device = getattr(agent, "device", None)
+    env_device = getattr(env, "device", None)
     n = env.num_envs
     targets = np.array([(episodes + i) // n for i in range(n)])
     got = np.zeros(n, dtype=np.int64)
@@ -56,7 +59,9 @@ def evaluate(
     limit = max_steps or 2 * env.max_episode_length * int(targets.max() + 1)
     steps = 0
     while (got < targets).any():
-        actions = policy(obs.to(torch.float32))
+        actions = policy(obs.to(policy_device or obs.device, torch.float32))
+        if env_device is not None and isinstance(actions, torch.Tensor):
+            actions = actions.to(env_device)
         obs, _, _, _, extras = env.step(actions)
         steps += 1
         ep = extras.get("episode")

@@ -284,21 +284,7 @@ class Runner:
                     self.writer.add_scalar(key, float(value), step)
             self.writer.flush()
         if self.run_dir is not None:
-            path = self.run_dir / "progress.csv"
-            if path.exists() and path.stat().st_size > 0:
-                with path.open(newline="") as f:
-                    header = next(csv.reader(f))
-                new = False
-            else:
-                header = ["iteration", "global_step", "wall_time_s", "charts/episode_return",
-                          "charts/episode_length", "charts/steps_per_second"]
-                header += sorted(k for k in row if k not in header)
-                new = True
-            with path.open("a", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
-                if new:
-                    w.writeheader()
-                w.writerow(row)
+            _append_csv_row(self.run_dir / "progress.csv", row)
 
     def save_checkpoint(self, wall_time_s: float | None = None) -> Path:
         """Write ``checkpoints/ckpt_<step>.pt`` atomically and prune old ones."""
@@ -334,7 +320,8 @@ class Runner:
             if eval_env is None:
                 from rlcourse import envs
 
-                eval_env = envs.make(self.env.env_id, num_envs=min(self.eval_episodes, 8), seed=algo.seed + 10_000)
+                eval_env = envs.make(self.env.env_id, num_envs=min(self.eval_episodes, 8), seed=algo.seed + 10_000,
+                                     device=getattr(self.env, "device", "cpu"))
             result = evaluate(algo, eval_env, episodes=self.eval_episodes)
             if self.eval_env is None:
                 eval_env.close()
@@ -412,6 +399,38 @@ def _clean_after_crash(run_dir: Path, global_step: int) -> None:
     with tmp.open("w", newline="") as f:
         csv.writer(f).writerows([header, *keep])
     os.replace(tmp, path)
+
+
+def _append_csv_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to the CSV at ``path``, widening the header when ``row`` brings new keys.
+
+    Some scalars appear only later in a run (losses once an off-policy learner is past its
+    warm-up, a reward term's episode sum once the first episode ended): the file is then
+    rewritten atomically with the new columns, and earlier rows get empty cells.
+    """
+    header: list[str] = []
+    if path.exists() and path.stat().st_size > 0:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f))
+    added = [k for k in row if k not in header]
+    if not header:
+        first = ["iteration", "global_step", "wall_time_s", "charts/episode_return",
+                 "charts/episode_length", "charts/steps_per_second"]
+        header = first + sorted(k for k in added if k not in first)
+        with path.open("w", newline="") as f:
+            csv.DictWriter(f, fieldnames=header).writeheader()
+    elif added:
+        with path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        header += sorted(added)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=header, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    with path.open("a", newline="") as f:
+        csv.DictWriter(f, fieldnames=header, extrasaction="ignore").writerow(row)
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:

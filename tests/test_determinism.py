@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -53,6 +55,29 @@ def test_stochastic_predict_follows_the_seed(tiny_ppo) -> None:
     a = tiny_ppo("CartPole-v1", seed=5).predict(obs, deterministic=False)
     b = tiny_ppo("CartPole-v1", seed=5).predict(obs, deterministic=False)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("algo, env_id", [("ppo", "Pendulum-v1"), ("sac", "Pendulum-v1"), ("ddpg", "Pendulum-v1"),
+                                           ("dqn", "CartPole-v1")])
+def test_stochastic_predict_leaves_the_agent_as_it_was(algo: str, env_id: str) -> None:
+    # predict(deterministic=False) runs the behaviour policy (act), which in training also
+    # updates the observation normalizer and remembers the step; sampling must not.
+    import rlcourse
+    from rlcourse.algos import get_algorithm
+
+    env = rlcourse.envs.make(env_id, num_envs=2, seed=0)
+    warm_up = {} if algo == "ppo" else {"learning_starts": 0}       # sample the policy, not the warm-up
+    agent = get_algorithm(algo)(env, seed=0, normalize_observations=True, **warm_up)
+    before = copy.deepcopy(agent.obs_normalizer.state_dict())
+    attributes = dict(vars(agent))
+    obs = torch.randn(8, env.single_observation_space.shape[0]) * 3
+    samples = [agent.predict(obs, deterministic=False) for _ in range(3)]
+    after = agent.obs_normalizer.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert float(after["count"]) == 0.0
+    assert {k: v for k, v in vars(agent).items() if k in attributes and v is not attributes[k]} == {}
+    assert not torch.equal(samples[0], samples[1]) or not torch.equal(samples[1], samples[2])  # still random
+    env.close()
 
 
 # ------------------------------------------------------------------ denormal floats

@@ -96,3 +96,18 @@ def test_run_directory_policy_matches_its_last_checkpoint(cartpole_run) -> None:
     obs = _observations(env)
     env.close()
     assert torch.equal(load_policy(run_dir / "policy.pt")(obs), agent.predict(obs))
+
+
+def test_action_bounds_live_on_the_networks_device() -> None:
+    # A policy trained on a GPU must not mix its outputs with CPU bound tensors; "meta" stands
+    # in for another device on a CPU-only machine.
+    import numpy as np
+    from torch import nn
+
+    from rlcourse.models.policy import InferencePolicy
+
+    net = nn.Linear(3, 2).to("meta")
+    policy = InferencePolicy(net, low=np.array([-2.0, -1.0]), high=np.array([2.0, 1.0]))
+    assert policy.low.device.type == "meta" and policy.high.device.type == "meta"
+    cpu = InferencePolicy(nn.Linear(3, 2), low=np.array([-2.0, -1.0]), high=np.array([2.0, 1.0]), squash=True)
+    assert torch.equal(cpu(torch.zeros(1, 3)).abs() <= torch.tensor([2.0, 1.0]), torch.ones(1, 2, dtype=torch.bool))

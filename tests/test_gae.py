@@ -177,3 +177,11 @@ def test_ppo_rejects_gae_fn_with_wrong_shape() -> None:
             agent.process_env_step(torch.ones(2, 1), torch.ones(2), z, z, {"time_outs": z})
         with pytest.raises(ValueError, match=r"gae_fn must return .*shape \(4, 2\)"):
             agent.compute_returns(torch.ones(2, 1))
+
+
+def test_more_minibatches_than_transitions_is_a_clear_error(tiny_ppo) -> None:
+    # 2 envs x 16 steps = 32 transitions cannot be split into 64 minibatches (they would be empty
+    # and the losses NaN).
+    agent = tiny_ppo("CartPole-v1", num_envs=2, num_mini_batches=64)
+    with pytest.raises(ValueError, match=r"num_mini_batches=64 is more than the rollout's 32 transitions"):
+        agent.learn(64, eval_episodes=0, progress=False)

@@ -14,6 +14,7 @@ and :meth:`inference_policy` for evaluation and export.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -265,11 +266,23 @@ class Algorithm:
 
     @torch.no_grad()
     def predict(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Actions for a batch of observations (deterministic by default)."""
-        if not deterministic:
+        """Actions for a batch of observations (deterministic by default).
+
+        ``deterministic=False`` gives the behaviour policy's actions, as in training (a sample,
+        exploration noise or epsilon-greedy; uniform actions before ``learning_starts``). It
+        draws random numbers like training does, but leaves the agent as it was: ``act`` also
+        updates the observation normalizer and remembers the step for ``process_env_step``,
+        and both are put back.
+        """
+        if deterministic:
+            return self.inference_policy()(obs.to(self.device, torch.float32))
+        normalizer = copy.deepcopy(self.obs_normalizer.state_dict())
+        attributes = dict(vars(self))
+        try:
             return self.act(obs)
-        policy = self.inference_policy()
-        return policy(obs.to(self.device, torch.float32))
+        finally:
+            self.obs_normalizer.load_state_dict(normalizer)
+            vars(self).update(attributes)
 
     def learn(
         self,
@@ -302,6 +315,8 @@ class Algorithm:
             "iteration": self.iteration,
             "total_steps": self.total_steps,
             "torch_rng": torch.get_rng_state(),
+            # On a GPU, sampling (PPO's dist.sample) draws from the CUDA generator.
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "generator": self.generator.get_state(),
             "extra": self._extra_state(),
         }
@@ -321,6 +336,8 @@ class Algorithm:
         self.iteration = int(state["iteration"])
         self.total_steps = int(state.get("total_steps", 0))
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         self.generator.set_state(state["generator"])
         self._load_extra_state(state.get("extra", {}))
 

@@ -41,6 +41,9 @@ class InferencePolicy(nn.Module):
         n = 1 if low is None else int(np.size(low))
         lo = torch.full((n,), -float("inf")) if low is None else torch.as_tensor(np.asarray(low, dtype=np.float32).reshape(-1))
         hi = torch.full((n,), float("inf")) if high is None else torch.as_tensor(np.asarray(high, dtype=np.float32).reshape(-1))
+        # The bounds live where the network does (a policy trained on a GPU stays there).
+        device = next(net.parameters(), torch.empty(0)).device
+        lo, hi = lo.to(device), hi.to(device)
         self.register_buffer("low", lo)
         self.register_buffer("high", hi)
 

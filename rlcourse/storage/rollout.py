@@ -83,6 +83,9 @@ class RolloutStorage:
         """Yield ``num_epochs`` shuffled passes over the rollout, split in ``num_mini_batches``."""
         total = self.num_steps * self.num_envs
         size = total // num_mini_batches
+        if size < 1:
+            raise ValueError(f"num_mini_batches={num_mini_batches} is more than the rollout's {total} transitions "
+                             f"(num_steps_per_env {self.num_steps} x num_envs {self.num_envs})")
         flat = {
             "obs": self.obs.flatten(0, 1),
             "actions": self.actions.flatten(0, 1),
