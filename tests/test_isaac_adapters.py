@@ -124,6 +124,9 @@ class FakeDirectRLEnv(gym.Env):
         self.extras: dict = {}
         self.reset_count = torch.zeros(num_envs, dtype=torch.long)
         self.last_actions: torch.Tensor | None = None
+        # DirectRLEnv.step writes these in place: self.reset_terminated[:], self.reset_time_outs[:] = ...
+        self.reset_terminated = torch.zeros(num_envs, dtype=torch.bool)
+        self.reset_time_outs = torch.zeros(num_envs, dtype=torch.bool)
 
     def _get_observations(self) -> dict[str, torch.Tensor]:
         policy = _obs(self.x, self.v, self.episode_length_buf, self.max_episode_length)
@@ -150,11 +153,12 @@ class FakeDirectRLEnv(gym.Env):
         self.episode_length_buf += 1
         died = self.x.abs() > 1.0
         time_out = self.episode_length_buf >= self.max_episode_length - 1   # may overlap with died
+        self.reset_terminated[:], self.reset_time_outs[:] = died, time_out
         reward = 1.0 - self.x**2
         reset_ids = (died | time_out).nonzero().flatten()
         if len(reset_ids) > 0:
             self._reset_idx(reset_ids)                                       # same-step reset
-        return self._get_observations(), reward, died, time_out, self.extras
+        return self._get_observations(), reward, self.reset_terminated, self.reset_time_outs, self.extras
 
 
 def _full(num_envs: int, value: float) -> torch.Tensor:
@@ -339,6 +343,17 @@ def test_isaaclab_fall_on_last_step_is_terminated_not_truncated() -> None:
     assert trunc.tolist() == [True, True, False, False]
     assert torch.equal(extras["time_outs"], trunc)
     assert torch.equal(extras["episode"]["length"], torch.full((4,), 5))
+
+
+def test_isaaclab_step_results_stay_valid_after_the_next_step() -> None:
+    # Isaac Lab reuses its buffers; what the adapter returned must not change under the caller.
+    env = IsaacLabAdapter(FakeDirectRLEnv(num_envs=2, max_episode_length=3), env_id="fake")
+    env.reset(seed=0)
+    _, rew1, term1, trunc1, _ = env.step(torch.zeros(2, 1))
+    kept = rew1.clone(), term1.clone(), trunc1.clone()
+    for _ in range(3):
+        env.step(torch.full((2, 1), 30.0))             # leaves [-1, 1] at once: terminations
+    assert torch.equal(rew1, kept[0]) and torch.equal(term1, kept[1]) and torch.equal(trunc1, kept[2])
 
 
 def test_isaaclab_capture_final_obs_and_clip_actions() -> None:

@@ -23,7 +23,25 @@ def test_gymnasium_vector_env_same_step_autoreset():
     assert trunc.all() and not term.any() and isinstance(rew, np.ndarray)
     assert infos["_final_obs"].all() and infos["final_obs"].shape == (3, 36)
     np.testing.assert_allclose(obs[:, 0], 0.55, atol=1e-6)        # already the next episode
-    assert infos["episode"]["length"].tolist() == [4, 4, 4]
+    assert infos["episode"]["length"].tolist() == [4, 4, 4] and infos["_episode"].all()
+    assert infos["episode"]["l"].tolist() == [4, 4, 4] and infos["episode"]["r"].shape == (3,)
+
+
+def test_gymnasium_vector_env_episode_stats_are_per_env_with_a_mask():
+    # Env 1 is knocked over so its episode ends before the others (gymnasium's layout: arrays
+    # of num_envs entries, valid where infos["_episode"] is true).
+    env = make("Ant", num_envs=3, seed=0)
+    venv = GymnasiumVectorEnv(env)
+    venv.reset(seed=0)
+    env.sim.qpos[1, 2], env.sim.qpos[1, 3:7] = 0.3, [0.0, 1.0, 0.0, 0.0]   # upside down: falls below 0.31 m
+    for t in range(1, 30):
+        _, _, term, _, infos = venv.step(np.zeros((3, 8), dtype=np.float32))
+        if term.any():
+            break
+    assert term.tolist() == [False, True, False]
+    assert infos["_episode"].tolist() == [False, True, False]
+    assert infos["episode"]["l"].tolist() == [0, t, 0] and infos["episode"]["r"][[0, 2]].tolist() == [0.0, 0.0]
+    assert set(infos["episode"]) >= {"r", "l", "return", "length", "x_distance"}
 
 
 def test_sb3_vecenv_matches_our_semantics_and_trains():

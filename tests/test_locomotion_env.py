@@ -206,3 +206,21 @@ def test_runs_through_the_ppo_runner_protocol():
     assert agent.global_step == 64
     act = agent.predict(torch.zeros(4, 36))
     assert act.shape == (4, 8) and act.abs().max() <= 1.0
+
+
+def test_power_scale_multiplies_the_torque_beyond_the_control_range() -> None:
+    # ant.xml clamps ctrl to [-1, 1]: power_scale must scale the gear, or a full action would be
+    # capped at the unscaled torque. Torque = action x 150 x power_scale, so action 0.5 with
+    # power_scale 2 must move the robot exactly like action 1 with power_scale 1.
+    def run(power_scale: float, action: float) -> torch.Tensor:
+        env = rlcourse.envs.make("Ant", num_envs=2, seed=0, power_scale=power_scale, nthread=1)
+        env.reset()
+        for _ in range(10):
+            obs, *_ = env.step(torch.full((2, 8), action))
+        env.close()
+        return obs[:, :28]          # 28-35 are the previous actions themselves
+
+    assert torch.equal(run(2.0, 0.5), run(1.0, 1.0))
+    assert not torch.equal(run(2.0, 1.0), run(1.0, 1.0))
+    with pytest.raises(ValueError, match="power_scale must be > 0"):
+        rlcourse.envs.make("Ant", num_envs=1, power_scale=0.0)

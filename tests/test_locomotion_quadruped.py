@@ -64,6 +64,24 @@ def test_base_contact_terminates():
     assert extras["episode"]["env_ids"].tolist() == [0]
 
 
+def test_base_contact_is_the_largest_touch_over_the_substeps():
+    # Sensors are evaluated at the start of each physics substep; a touch in any of the control
+    # step's substeps counts, not only in the last one.
+    env = make("Quadruped", num_envs=2, seed=0, base_contact_force=1e9)   # lying on its back, no reset
+    env.reset()
+    env.sim.qpos[:, 2] = 0.25
+    env.sim.qpos[:, 3:7] = [0.0, 1.0, 0.0, 0.0]
+    touched = False
+    for _ in range(30):
+        _, _, term, trunc, _ = env.step(torch.zeros(2, 12))
+        live = ~(term | trunc).numpy()            # a reset env's sensors start from zero
+        per_substep = env.sim._out_sensor[live, :, 0]
+        np.testing.assert_array_equal(env.sim.sensordata[live, 0], per_substep.max(axis=1))
+        np.testing.assert_array_equal(env.sim.sensordata[live, 1:], env.sim._out_sensor[live, -1, 1:])
+        touched |= bool((per_substep.max(axis=1) > per_substep[:, -1]).any())
+    assert touched, "no control step had a touch outside its last substep"
+
+
 def test_tracking_rewards_by_hand():
     env = SimpleNamespace(
         commands=torch.tensor([[1.0, 0.0, 0.5], [0.0, 0.0, 0.0]]),
@@ -86,6 +104,19 @@ def test_pd_gain_randomization_changes_kp_and_kd_consistently():
         np.testing.assert_allclose(m.actuator_gainprm[:, 0], 40.0 * kp[i])
         np.testing.assert_allclose(m.actuator_biasprm[:, 1], -40.0 * kp[i])
         np.testing.assert_allclose(m.actuator_biasprm[:, 2], -2.0)
+
+
+def test_additive_pd_gains_add_to_kp_and_kd_themselves():
+    # MuJoCo stores -kp and -kd in biasprm; "+0.5" must mean half a unit *more* damping.
+    env = make("Quadruped", num_envs=2, seed=0, randomization={
+        "actuator_kp": {"range": [5.0, 5.0], "operation": "additive"},
+        "actuator_kd": {"range": [0.5, 0.5], "operation": "additive"}})
+    for m in env.sim.models:
+        np.testing.assert_allclose(m.actuator_gainprm[:, 0], 45.0)
+        np.testing.assert_allclose(m.actuator_biasprm[:, 1], -45.0)
+        np.testing.assert_allclose(m.actuator_biasprm[:, 2], -1.5)
+    with pytest.raises(ValueError, match=r"\['actuator_strength'\]\.operation: position actuators are scaled"):
+        make("Quadruped", num_envs=1, randomization={"actuator_strength": {"range": [0.5, 0.5], "operation": "additive"}})
 
 
 def test_bad_command_ranges():

@@ -132,8 +132,9 @@ def test_pushes_add_root_velocity_at_the_interval():
     pushed.reset()
     plain.reset()
     for t in range(1, 4):
-        o1, *_ = pushed.step(torch.zeros(2, 8))
+        o1, _, _, _, extras = pushed.step(torch.zeros(2, 8))
         o2, *_ = plain.step(torch.zeros(2, 8))
+        assert torch.equal(extras["final_obs"], o1)                   # nobody finished: rows equal obs
         if t < 3:
             assert torch.equal(o1, o2)
     dv = pushed.sim.qvel[:, :6] - plain.sim.qvel[:, :6]
@@ -163,7 +164,7 @@ def test_observation_and_action_noise():
 
 def test_linear_schedule_grows_the_deviation_from_no_change():
     env = make("Ant", num_envs=2, seed=0, randomization={
-        "mass": {"range": [2.0, 3.0], "schedule": "linear", "schedule_steps": 10}})
+        "mass": {"range": [2.0, 3.0], "mode": "reset", "schedule": "linear", "schedule_steps": 10}})
     np.testing.assert_array_equal(env.dr.values["mass"], 1.0)      # step 0: no change yet
     term = env.dr.terms["mass"]
     state = env.dr.generator.get_state()
@@ -196,6 +197,11 @@ def test_linear_schedule_grows_the_deviation_from_no_change():
         ({"friction": {"range": [0.5, 1.0], "mode": "sometimes"}}, r"\['friction'\]\.mode"),
         ({"friction": {"range": [0.5, 1.0], "mode": "interval"}}, r"\['friction'\]\.interval: mode 'interval' needs"),
         ({"friction": {"range": [0.5, 1.0], "schedule": "linear"}}, r"\['friction'\]\.schedule_steps"),
+        ({"mass": {"range": [0.5, 1.5], "schedule": "linear", "schedule_steps": 10}},
+         r"\['mass'\]\.schedule: a linear schedule needs values drawn again"),
+        ({"action_latency": {"range": [0, 1], "schedule": "linear", "schedule_steps": 10}},
+         r"\['action_latency'\]\.schedule: not supported"),
+        ({"push": {"interval": 10, "velocity_range": {"x": [0, 1]}, "range": [0, 1]}}, r"\['push'\]\.range: pushes are set by"),
         ({"action_latency": {"range": [0, 1.5]}}, r"\['action_latency'\]\.range: latency is a uniform integer"),
         ({"push": {"interval": 10}}, r"\['push'\]\.velocity_range"),
         ({"push": {"interval": 10, "velocity_range": {"w": [0, 1]}}}, r"\['push'\]\.velocity_range\.w: unknown axis"),

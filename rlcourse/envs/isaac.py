@@ -205,9 +205,11 @@ class IsaacLabAdapter(VecEnv):
             obs_dict, rew, terminated, truncated, raw_extras = self.env.step(actions)
         finally:
             self._capturing = False
-        obs = self._policy_obs(obs_dict)
-        reward = rew.to(self.device, torch.float32).reshape(self.num_envs)
-        terminated = terminated.to(self.device).bool().reshape(self.num_envs)
+        # Isaac Lab overwrites its reward, reset and observation buffers in place on every step;
+        # our protocol hands out tensors that stay valid, so copy (a no-op .to() would alias).
+        obs = self._policy_obs(obs_dict).clone()
+        reward = rew.to(self.device, torch.float32).reshape(self.num_envs).clone()
+        terminated = terminated.to(self.device).bool().reshape(self.num_envs).clone()
         truncated = truncated.to(self.device).bool().reshape(self.num_envs) & ~terminated
 
         # Copy, since Isaac Lab keeps one extras dict alive for the env's lifetime.

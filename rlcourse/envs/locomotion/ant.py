@@ -41,7 +41,8 @@ term                weight   function
 ``heading``         0.5      1 if heading projection > 0.8, else heading_proj / 0.8
 ``action_l2``       -0.005   sum of squared actions
 ``energy``          -0.05    sum |action x joint velocity x 0.2|
-``joints_at_limit`` -0.1     number of joints beyond 99 % of their range
+``joints_at_limit`` -0.1     number of joints within 0.5 % of the range from either
+                             limit (IGE counts the upper limit only)
 ``termination``     -2.0     1 on the step the ant falls (IGE *replaces* the reward
                              with ``deathCost``; we add it, Isaac Lab manager style)
 ==================  =======  ==========================================================
@@ -103,7 +104,11 @@ def energy(env: "AntEnv") -> torch.Tensor:
 
 
 def joints_at_limit(env: Any, threshold: float = 0.99) -> torch.Tensor:
-    """How many joints are within 1 % of a limit."""
+    """How many joints are within 0.5 % of their range from either limit (|scaled position| > 0.99).
+
+    IGE counts only the upper limit (``obs[:, 12:20] > 0.99``); a joint pressed against its
+    lower stop is just as stuck, so both count here.
+    """
     return (env.dof_pos_scaled.abs() > threshold).sum(dim=1, dtype=torch.float32)
 
 
@@ -142,7 +147,7 @@ class AntEnv(MujocoLocomotionEnv):
         randomization: domain-randomization config (:mod:`rlcourse.envs.locomotion.randomization`).
         episode_length: control steps before a time-out (1000).
         termination_height: torso height (m) below which the ant has fallen (0.31).
-        power_scale: multiplies the motor torques (IGE ``powerScale``).
+        power_scale: multiplies the motor torques (IGE ``powerScale``; applied to the motor gear).
         integrator, timestep, decimation: physics settings (``implicitfast``, 0.01 s, 5).
         nthread: rollout threads (default: all cores).
         xml_path: another MJCF with the same structure (default: gymnasium's ``ant.xml``).
@@ -176,6 +181,12 @@ class AntEnv(MujocoLocomotionEnv):
                              f"{self.num_actuators} actuators, got nu={model.nu}")
         self.termination_height = float(termination_height)
         self.power_scale = float(power_scale)
+        if not self.power_scale > 0:
+            raise ValueError(f"power_scale must be > 0, got {power_scale!r}")
+        if self.power_scale != 1.0:
+            # Scale the motor gear, not the control: MuJoCo clamps ctrl to ctrlrange ([-1, 1]
+            # for the ant), which would cap the torque at the unscaled maximum.
+            model.actuator_gear[:, 0] *= self.power_scale
         self._target_np = np.asarray(self.target, dtype=np.float64)
         # Actions in [-1, 1] map onto each actuator's control range (the Ant's is [-1, 1]
         # already; the humanoid's [-0.4, 0.4]), so the policy always works in unit actions.
@@ -212,12 +223,11 @@ class AntEnv(MujocoLocomotionEnv):
 
     # ------------------------------------------------------------------ hooks
     def _action_to_ctrl(self, actions: torch.Tensor) -> np.ndarray:
-        if self.power_scale == 1.0 and self._ctrl_scale is None:
-            actions = actions.detach()
+        actions = actions.detach()
+        if self._ctrl_scale is None:
             # float32 is fine: the backend widens it to float64 as it copies it into its buffer.
             return (actions if actions.device.type == "cpu" else actions.cpu()).numpy()
-        ctrl = (self.power_scale * actions).detach().to("cpu", torch.float64).numpy()
-        return ctrl if self._ctrl_scale is None else ctrl * self._ctrl_scale
+        return actions.to("cpu", torch.float64).numpy() * self._ctrl_scale
 
     def _kinematics(self, st: np.ndarray, sensordata: np.ndarray) -> dict[str, np.ndarray]:
         k = super()._kinematics(st, sensordata)

@@ -89,6 +89,11 @@ class MujocoBatch:
         self.qpos = self.state[:, 1 : 1 + self.nq]
         self.qvel = self.state[:, 1 + self.nq : 1 + self.nq + self.nv]
         self.sensordata = np.zeros((self.num_envs, model.nsensordata))
+        # mj_step evaluates sensors before it integrates, so sensor values belong to the start of
+        # each substep; ``sensordata`` holds the last substep's (e.g. the torques applied during
+        # it), except for these indices, which get their maximum over the control step's
+        # substeps (a contact sensor must not miss a touch between control steps).
+        self.sensor_max_over_substeps: np.ndarray | None = None
         self._out_state: np.ndarray | None = None
         self._out_sensor: np.ndarray | None = None
         self._ctrl: np.ndarray | None = None
@@ -126,6 +131,9 @@ class MujocoBatch:
         self.state[:] = self._out_state[:, -1]
         if self.sensordata.shape[1]:
             self.sensordata[:] = self._out_sensor[:, -1]
+            idx = self.sensor_max_over_substeps
+            if idx is not None:
+                self.sensordata[:, idx] = self._out_sensor[:, :, idx].max(axis=1)
         return (self.state[:, 0] < expected) | ~np.isfinite(self.state).all(axis=1)
 
     def set_state(self, env_ids: np.ndarray, qpos: np.ndarray, qvel: np.ndarray) -> None:

@@ -63,7 +63,8 @@ class MujocoLocomotionEnv(VecEnv):
     Args:
         model: compiled ``MjModel``.
         num_envs: environments stepped together.
-        seed: seeds the reset noise and the randomization draws.
+        seed: seeds the reset noise and the randomization draws (``None`` is the same as 0:
+            these envs are always reproducible).
         device: torch device of the returned tensors (physics always runs on the CPU).
         rewards: overrides of the default reward terms (see :mod:`.rewards`).
         randomization: domain-randomization config (see :mod:`.randomization`).
@@ -245,7 +246,11 @@ class MujocoLocomotionEnv(VecEnv):
 
     # ------------------------------------------------------------------ protocol
     def reset(self, seed: int | None = None) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Reset every env. ``seed`` (default: the constructor's) re-seeds the reset noise."""
+        """Reset every env. ``seed`` (default: the constructor's) re-seeds the reset noise.
+
+        A new ``seed`` also re-seeds the randomization stream for later draws, but values drawn
+        at ``startup`` stay as they are: for those, build the env with that seed.
+        """
         base = self._seed if seed is None else seed
         if base is not None:
             self.generator.manual_seed(int(base))
@@ -315,6 +320,8 @@ class MujocoLocomotionEnv(VecEnv):
             reset_ids = None
             self._refresh()
             obs = self._get_observations()
+            # The protocol: final_obs rows of unfinished envs equal obs (pushed velocities included).
+            final_obs = torch.where(done[:, None], final_obs, obs) if done.any() else obs
         elif reset_ids is not None:
             self._refresh(reset_ids)
             obs = self._get_observations()

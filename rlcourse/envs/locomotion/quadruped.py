@@ -41,6 +41,9 @@ term                     weight    function
 ``action_rate``          -0.01     ||a_t - a_{t-1}||^2 (smoothness)
 =======================  ========  =================================================
 
+Sensors: the touch sensor's largest value over the control step's 4 substeps ends an episode;
+the joint torques are those applied during the last substep (as legged_gym's torque penalty).
+
 Episodes: terminated when the base touches the ground (touch sensor > 1 N); time-out
 after 1000 control steps (20 s). Physics: ``implicitfast``, 0.005 s steps, 4 per
 control step (50 Hz control). Reset: the ``home`` pose with each joint scaled by
@@ -140,6 +143,7 @@ class QuadrupedEnv(MujocoLocomotionEnv):
             decimation=decimation, max_episode_length=episode_length, clip_actions=1.0,
             nthread=nthread, num_obs=48,
         )
+        self.sim.sensor_max_over_substeps = np.array([0])     # the base touch sensor
         key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
         self.home_qpos = model.key_qpos[key].copy()
         self.default_dof_pos_np = self.home_qpos[self.act_qpos_idx]

@@ -45,7 +45,9 @@ What each parameter changes in the per-env ``MjModel``:
 
 =====================  ==========================================================
 ``mass``               ``body_mass`` (one draw per env and body); ``body_inertia``
-                       scaled by the same mass ratio (Isaac Lab ``recompute_inertia``)
+                       scaled by the same mass ratio (Isaac Lab ``recompute_inertia``).
+                       A gaussian draw that would make a mass <= 0 is clamped to 0.1 %
+                       of the nominal mass
 ``friction``           sliding friction ``geom_friction[:, 0]`` (one draw per env,
                        shared by the selected geoms: MuJoCo takes the max of the two
                        geoms in contact, so randomizing one side alone would do little)
@@ -53,7 +55,7 @@ What each parameter changes in the per-env ``MjModel``:
                        whole actuator force is scaled (motor torque, or kp and kd of a
                        position servo), one draw per env and actuator
 ``actuator_kp``        position servos: ``kp`` only (``gainprm[0]``, ``biasprm[1]``)
-``actuator_kd``        position servos: ``kd`` only (``biasprm[2]``)
+``actuator_kd``        position servos: ``kd`` only (``biasprm[2]``, which holds ``-kd``)
 ``joint_damping``      ``dof_damping`` of the actuated joints (one draw per env and dof)
 ``gravity``            ``opt.gravity`` (one draw per env and axis)
 ``obs_noise``          added to the observation every step (one draw per element)
@@ -192,6 +194,12 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
             raise _err(name, "schedule_steps", f"a linear schedule needs a positive integer, got {steps!r}")
         t.schedule_steps = steps
+        if t.mode == "startup" and not is_noise:
+            # The one startup draw happens at step 0, where a linear schedule is still at 0.
+            raise _err(name, "schedule", "a linear schedule needs values drawn again as training goes on: "
+                                         "use mode 'reset' or 'interval' (mode is 'startup')")
+    if name in ("action_latency", "push") and "schedule" in raw:
+        raise _err(name, "schedule", f"not supported for {name!r}")
 
     if t.mode == "interval":
         if "interval" not in raw:
@@ -205,6 +213,9 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
         raise _err(name, "interval", f"only used with mode 'interval' (mode is {t.mode!r})")
 
     if name == "push":
+        for key in ("range", "operation"):
+            if key in raw:
+                raise _err(name, key, "pushes are set by 'velocity_range' (and 'interval'); remove it")
         vr = raw.get("velocity_range")
         if not isinstance(vr, Mapping) or not vr:
             raise _err(name, "velocity_range", "needs a dict like {'x': [-0.5, 0.5], 'y': [-0.5, 0.5]}")
@@ -262,10 +273,13 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
     for key, allowed in (("bodies", "mass"), ("geoms", "friction"), ("axes", "gravity")):
         if key in raw and name != allowed:
             raise _err(name, key, f"only valid for {allowed!r}")
-    if name in ("actuator_kp", "actuator_kd"):
-        servo = (model.actuator_biasprm[:, 1] != 0) | (model.actuator_biasprm[:, 2] != 0)
-        if not servo.any():
-            raise _err(name, "", "the model has no position actuators (use 'actuator_strength' for motors)")
+    servo = (model.actuator_biasprm[:, 1] != 0) | (model.actuator_biasprm[:, 2] != 0)
+    if name in ("actuator_kp", "actuator_kd") and not servo.any():
+        raise _err(name, "", "the model has no position actuators (use 'actuator_strength' for motors)")
+    if name == "actuator_strength" and t.operation == "additive" and servo.any():
+        # Adding x to kp and to kd (different units) is not "stronger by x".
+        raise _err(name, "operation", "position actuators are scaled, not shifted: use 'scaling' "
+                                      "(or 'actuator_kp' / 'actuator_kd' to add to a gain)")
     if name == "gravity":
         axes = raw.get("axes", "xyz")
         if not isinstance(axes, str) or not axes or any(a not in "xyz" for a in axes) or len(set(axes)) != len(axes):
@@ -444,8 +458,10 @@ class DomainRandomization:
                 m.actuator_gainprm[:, 0] = kp
                 m.actuator_biasprm[:, 1] = np.where(nom["actuator_biasprm"][:, 1] != 0, -kp, 0.0)
             elif name == "actuator_kd":
-                kd = np.minimum(self._apply(xi, nom["actuator_biasprm"][:, 2], t), 0.0)  # stored as -kd
-                m.actuator_biasprm[:, 2] = kd
+                # MuJoCo stores -kd in biasprm[2]: randomize kd itself, so +x means more damping.
+                servo = (nom["actuator_biasprm"][:, 1] != 0) | (nom["actuator_biasprm"][:, 2] != 0)
+                kd = np.maximum(self._apply(xi, -nom["actuator_biasprm"][:, 2], t), 0.0)
+                m.actuator_biasprm[:, 2] = np.where(servo, -kd, 0.0)
             elif name == "joint_damping":
                 d = self.joint_dofs
                 m.dof_damping[d] = np.maximum(self._apply(xi, nom["dof_damping"][d], t), 0.0)

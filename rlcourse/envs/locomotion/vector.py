@@ -4,7 +4,9 @@
   ``autoreset_mode = SAME_STEP`` (gymnasium's default is ``NEXT_STEP``: a finished env
   is reset on the *next* call to ``step``; Isaac Lab and rlcourse reset it in the same
   call, which is gymnasium's ``SAME_STEP`` mode). The final observation is in
-  ``infos["final_obs"]`` (rows where ``infos["_final_obs"]`` is true).
+  ``infos["final_obs"]`` (rows where ``infos["_final_obs"]`` is true), episode statistics
+  in ``infos["episode"]`` (``r``, ``l`` and our per-term sums, one entry per env, valid
+  where ``infos["_episode"]`` is true), as gymnasium's ``RecordEpisodeStatistics``.
 * :func:`to_sb3`: a Stable-Baselines3 ``VecEnv``. SB3 also resets in the same step and
   keeps the last observation in ``infos[i]["terminal_observation"]``, so the mapping is
   one to one; time-outs set ``infos[i]["TimeLimit.truncated"]`` so SB3 bootstraps them.
@@ -49,9 +51,23 @@ class GymnasiumVectorEnv(gym.vector.VectorEnv):
         if done.any():
             infos["final_obs"] = extras["final_obs"].cpu().numpy()
             infos["_final_obs"] = done
-            ep = extras["episode"]
-            infos["episode"] = {k: v.cpu().numpy() for k, v in ep.items()}
+            infos.update(self._episode_infos(extras["episode"]))
         return obs.cpu().numpy(), rew.cpu().numpy(), term.cpu().numpy(), trunc.cpu().numpy(), infos
+
+    def _episode_infos(self, ep: dict[str, torch.Tensor]) -> dict[str, Any]:
+        # gymnasium's vector convention (RecordEpisodeStatistics): one entry per env, read
+        # where the mask "_episode" is true; "r" and "l" are the return and the length.
+        ids = ep["env_ids"].cpu().numpy()
+        mask = np.zeros(self.num_envs, dtype=bool)
+        mask[ids] = True
+        stats: dict[str, np.ndarray] = {}
+        for key, value in ep.items():
+            if key != "env_ids":
+                v = value.cpu().numpy()
+                stats[key] = np.zeros(self.num_envs, dtype=v.dtype)
+                stats[key][ids] = v
+        stats["r"], stats["l"] = stats["return"], stats["length"]
+        return {"episode": stats, "_episode": mask}
 
     def render(self) -> np.ndarray:
         return self.env.render()
