@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# torch is pinned to the CPU wheel here; pyproject keeps it loose for GPU users.
+# torch is pinned here (the course machines resolve it to the local CPU wheel); pyproject keeps
+# it loose for GPU users. TORCH_INDEX=https://download.pytorch.org/whl/cpu gets the CPU wheel
+# from PyTorch's index on a laptop (PyPI's default Linux build carries CUDA libraries).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
 ENV ?= Ant
 ALGO ?= ppo
 PYTEST_ARGS ?=
@@ -44,7 +47,7 @@ sysdeps:
 $(STAMP): pyproject.toml | sysdeps
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $(STAMP)
 
@@ -77,5 +80,6 @@ labs: $(STAMP)
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
+# clean keeps autograder/submitted/: it may hold the only copy of the students' submissions.
 clean:
-	rm -rf runs autograder/submitted autograder/autograded autograder/feedback autograder/gradebook.db autograder/grades.csv autograder/.work
+	rm -rf runs autograder/autograded autograder/feedback autograder/gradebook.db autograder/grades.csv autograder/summary.csv autograder/.work

@@ -7,7 +7,7 @@
 
 Every tool passes this file explicitly, so the repository root stays free of config::
 
-    nbgrader autograde lab2_ppo --config=autograder/nbgrader_config.py
+    nbgrader autograde lab2_ppo --JupyterApp.config_file=autograder/nbgrader_config
 
 ``rlcourse grade`` / ``make grade`` and ``python -m rlcourse.grading.release`` do that for you.
 The course root is derived from this file's location, so a copy of the course elsewhere
@@ -45,6 +45,19 @@ c.IgnorePattern.enabled = True
 c.IgnorePattern.pattern = r"(Warning|warnings\.warn|it/s|s/it|\d+%\|)"
 # A student who deletes a test cell gets it back (and graded) instead of "needs manual grading".
 c.OverwriteCells.add_missing_cells = True
+# nbgrader's default autograde steps, with one added before the scores are saved: a test cell's
+# result values are dropped, so a submission cannot print a number (sys.displayhook(4.0)) that
+# nbgrader would read as partial credit for a failing test (rlcourse.grading.sanitize).
+c.Autograde.autograde_preprocessors = [
+    "nbgrader.preprocessors.Execute",
+    "nbgrader.preprocessors.IgnorePattern",
+    "nbconvert.preprocessors.ClearMetadataPreprocessor",
+    "nbgrader.preprocessors.LimitOutput",
+    "rlcourse.grading.sanitize.DropTestCellResults",
+    "nbgrader.preprocessors.SaveAutoGrades",
+    "nbgrader.preprocessors.AssignLatePenalties",
+    "nbgrader.preprocessors.CheckCellMetadata",
+]
 
 # -- feedback ----------------------------------------------------------------------------
 # nbgrader's feedback HTML shows hidden tests verbatim (jupyter/nbgrader#1363). Strip the

@@ -62,7 +62,7 @@ def example(course: Path, student: str, lab: str, notebook: str) -> nbformat.Not
 
 
 def grade_batch(course: Path, lab: str, students: dict[str, nbformat.NotebookNode], notebook: str,
-                timeout: int = 1800) -> dict[str, Any]:
+                timeout: int = 1800, expect_exit: int = 0) -> dict[str, Any]:
     """Add ``students`` to the course copy's examples and run ``rlcourse grade LAB`` over all of them.
 
     Returns ``summary`` (autograder/summary.csv rows by student), ``grades`` (grades.csv rows),
@@ -84,7 +84,7 @@ def grade_batch(course: Path, lab: str, students: dict[str, nbformat.NotebookNod
         cwd=course, env=env, capture_output=True, text=True, timeout=7200, stdin=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - start
-    assert proc.returncode == 0, f"rlcourse grade failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == expect_exit, f"rlcourse grade exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
     with open(course / "autograder" / "summary.csv", newline="") as f:
         summary = {row["student"]: row for row in csv.DictReader(f)}
     with open(course / "autograder" / "grades.csv", newline="") as f:

@@ -248,15 +248,35 @@ def test_collect_copies_submissions_and_replaces_stale_copies(tmp_path: Path) ->
     stale.parent.mkdir(parents=True)
     stale.write_text("from an earlier batch")
     before = digest(source)
-    assert pipeline.collect(course, LAB, source) == ["alice", "bob"]
+    assert pipeline.collect(course, LAB, source) == (["alice", "bob"], [])
     assert digest(source) == before
     copied = course / pipeline.SUBMITTED_RELPATH
     assert (copied / "bob" / LAB / NOTEBOOK).read_text() == "bob's work"
     assert not stale.exists()
-    (source / "bad name" / LAB).mkdir(parents=True)
-    (source / "bad name" / LAB / NOTEBOOK).write_text("{}")
-    with pytest.raises(ValueError, match="not a valid student id"):
-        pipeline.collect(course, LAB, source)
+    # The earlier copy is kept aside, not deleted.
+    assert [p.read_text() for p in (course / pipeline.WORK_RELPATH / "replaced").rglob("old_file.txt")] == [
+        "from an earlier batch"]
+
+
+def test_collect_copies_only_notebooks_and_skips_ids_nbgrader_would_mangle(tmp_path: Path) -> None:
+    course, source = tmp_path / "course", tmp_path / "incoming"
+    work = source / "alice" / LAB
+    (work / "autograder").mkdir(parents=True)
+    (work / NOTEBOOK).write_text("alice's work")
+    # Files that would sit next to the notebook while it is graded: fake pins, a fake package.
+    (work / "autograder" / "pinned_metrics.json").write_text('{"lab2_ppo": {"training": {"threshold": -1e9}}}')
+    (work / "rlcourse").mkdir()
+    (work / "rlcourse" / "__init__.py").write_text("")
+    (work / "link.ipynb").symlink_to(work / NOTEBOOK)
+    for bad in ("bad name", "smith,john", "~root", "x'y"):
+        (source / bad / LAB).mkdir(parents=True)
+        (source / bad / LAB / NOTEBOOK).write_text("{}")
+    students, rejected = pipeline.collect(course, LAB, source)
+    assert students == ["alice"]
+    assert sorted(o.student for o in rejected) == sorted(["bad name", "smith,john", "~root", "x'y"])
+    assert all(o.status == "invalid_id" and "not a valid student id" in o.detail for o in rejected)
+    copied = course / pipeline.SUBMITTED_RELPATH / "alice" / LAB
+    assert sorted(p.name for p in copied.iterdir()) == [NOTEBOOK]
 
 
 # --------------------------------------------------------------------------- feedback redaction

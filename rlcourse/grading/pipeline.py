@@ -4,10 +4,12 @@ For every lab (default: all labs in ``solutions/``)::
 
     1. generate   nbgrader generate_assignment   (gradebook entry, checksums, hidden tests)
     2. collect    <submissions>/<student>/<lab>/*.ipynb  ->  autograder/submitted/<student>/<lab>/
-                  (copies; the originals are only read)
+                  (notebooks only; the originals are only read, earlier copies kept aside)
     3. autograde  nbgrader autograde --student S, one subprocess per student with a
-                  wall-clock limit: a failing or hanging submission is recorded, the batch goes on
-    4. feedback   nbgrader generate_feedback --student S (hidden tests redacted, see feedback.py)
+                  wall-clock limit: a failing or hanging submission is recorded, the batch goes on;
+                  the grading inputs are compared before and after (see "tampering" below)
+    4. feedback   nbgrader generate_feedback --student S (hidden tests redacted, see feedback.py;
+                  only the HTML pages are kept)
     5. export     nbgrader export -> autograder/grades.csv
                   + autograder/summary.csv: one row per graded submission with its status,
                   score, per-test-cell points, seconds and log file
@@ -21,7 +23,9 @@ Every step runs nbgrader's own command line (``python -m nbgrader ...``) with th
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcourse.grading.feedback import contains_hidden_tests
+from rlcourse.grading.lab2 import PINS_ENV_VAR, PINS_RELPATH
 from rlcourse.grading.release import (
     EXAMPLES_RELPATH,
     find_course_dir,
@@ -53,7 +58,7 @@ class Outcome:
 
     lab: str
     student: str
-    status: str = "pending"  # graded | timeout | autograde_failed | feedback_failed
+    status: str = "pending"  # graded | timeout | autograde_failed | feedback_failed | tampered | invalid_id
     score: float = 0.0
     max_score: float = 0.0
     cells: dict[str, float | None] = field(default_factory=dict)
@@ -86,6 +91,10 @@ def run_with_timeout(cmd: list[str], timeout: float, log_path: Path, cwd: Path,
             _kill_tree(proc.pid, psutil)
             proc.wait()
             log.write(f"\n[rlcourse grade] stopped after the wall-clock limit of {timeout:g} s\n")
+        except BaseException:
+            # Ctrl+C reaches only us (the child runs in a session of its own): stop it too.
+            _kill_tree(proc.pid, psutil)
+            raise
     return code, time.perf_counter() - start
 
 
@@ -123,38 +132,63 @@ def choose_submissions(course_dir: Path, lab: str, submissions: str | os.PathLik
     return course_dir / EXAMPLES_RELPATH
 
 
-def collect(course_dir: Path, lab: str, source: Path) -> list[str]:
-    """Copy every ``source/<student>/<lab>/`` folder into nbgrader's submitted folder.
+def collect(course_dir: Path, lab: str, source: Path) -> tuple[list[str], list[Outcome]]:
+    """Copy the notebooks of every ``source/<student>/<lab>/`` into nbgrader's submitted folder.
 
-    Returns the student ids, sorted. The originals are only read; a stale copy of the same
-    student is replaced so that nothing from an earlier batch leaks into this one.
+    Returns the student ids to grade (sorted) and an outcome for every folder that cannot be
+    graded (an id nbgrader would mangle). Only ``*.ipynb`` files are copied: a data file or a
+    package folder in a submission would otherwise sit next to the notebook while it runs
+    (an ``autograder/pinned_metrics.json`` or an ``rlcourse/`` there would be found first).
+    Symbolic links are not followed. The originals are only read; an earlier copy of the same
+    submission is moved to ``autograder/.work/replaced/<time>/`` rather than deleted.
     """
     submitted = course_dir / SUBMITTED_RELPATH
-    students = sorted({p.parent.parent.name for p in source.glob(f"*/{lab}/*.ipynb")
-                       if not p.parent.parent.name.startswith(".")})
+    names = sorted({p.parent.parent.name for p in source.glob(f"*/{lab}/*.ipynb")
+                    if not p.parent.parent.name.startswith(".")})
+    students, rejected = [], []
+    for student in names:
+        problem = _student_id_problem(student)
+        if problem:
+            rejected.append(Outcome(lab, student, status="invalid_id", detail=problem))
+        else:
+            students.append(student)
+    if source.resolve() == submitted.resolve():
+        return students, rejected
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     for student in students:
-        _check_student_id(student)
-    for student in students:
-        if source.resolve() == submitted.resolve():
-            continue
         target = submitted / student / lab
         if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(source / student / lab, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    return students
+            backup = course_dir / WORK_RELPATH / "replaced" / stamp / student / lab
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(target), backup)
+        target.mkdir(parents=True)
+        for nb in sorted((source / student / lab).glob("*.ipynb")):
+            if nb.is_file() and not nb.is_symlink():
+                shutil.copyfile(nb, target / nb.name)
+    return students, rejected
 
 
-def _check_student_id(student: str) -> None:
-    # nbgrader rejects some characters in ids (they become path and glob parts).
-    if any(ch in student for ch in "+*?[]/\\ ") or student.startswith("."):
-        raise ValueError(f"submission folder {student!r} is not a valid student id (no spaces, +, *, ?, [, ], /)")
+STUDENT_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]*")
+
+
+def _student_id_problem(student: str) -> str:
+    """Why ``student`` cannot be a grading id, or ``""``. nbgrader turns ids into paths, globs
+    and shell-like arguments (``~x``, quotes and trailing blanks change), and writes them
+    into grades.csv unquoted, so only letters, digits and ``_ . @ -`` are accepted."""
+    if STUDENT_ID.fullmatch(student):
+        return ""
+    return (f"submission folder {student!r} is not a valid student id "
+            "(letters, digits, _ . @ - only; not starting with '.'); rename it and grade again")
 
 
 def autograde(course_dir: Path, lab: str, student: str, timeout: float) -> Outcome:
     """``nbgrader autograde LAB --student S --force`` in its own process, with a wall-clock limit."""
     log_path = course_dir / WORK_RELPATH / "logs" / lab / f"{student}.autograde.log"
     cmd = nbgrader_command(course_dir, "autograde", lab, f"--student={student}", "--force")
-    code, seconds = run_with_timeout(cmd, timeout, log_path, course_dir, env=nbgrader_env())
+    env = nbgrader_env()
+    # The hidden checks read the course's pins, never a file found near the submission.
+    env[PINS_ENV_VAR] = str(course_dir / PINS_RELPATH)
+    code, seconds = run_with_timeout(cmd, timeout, log_path, course_dir, env=env)
     out = Outcome(lab, student, seconds=round(seconds, 1), log=str(log_path.relative_to(course_dir)))
     if code is None:
         out.status, out.detail = "timeout", f"stopped after {timeout:g} s"
@@ -198,6 +232,13 @@ def feedback(course_dir: Path, out: Outcome) -> None:
     cmd = nbgrader_command(course_dir, "generate_feedback", out.lab, f"--student={out.student}", "--force")
     code, _ = run_with_timeout(cmd, 300, log_path, course_dir, env=nbgrader_env())
     folder = course_dir / FEEDBACK_RELPATH / out.student / out.lab
+    # nbgrader copies every other file of the graded folder into the feedback, so whatever a
+    # notebook wrote there while it ran (a copy of a solution, say) would go back to the student.
+    for extra in sorted(folder.iterdir()) if folder.is_dir() else []:
+        if extra.is_dir() and not extra.is_symlink():
+            shutil.rmtree(extra)
+        elif extra.suffix != ".html" or extra.is_symlink():
+            extra.unlink()
     pages = sorted(folder.glob("*.html"))
     if code != 0 or not pages:
         out.status, out.detail = "feedback_failed", _last_error(log_path)
@@ -208,6 +249,97 @@ def feedback(course_dir: Path, out: Outcome) -> None:
             out.status, out.detail = "feedback_failed", f"{page.name} contained hidden tests; deleted"
             return
     out.feedback = ", ".join(str(p.relative_to(course_dir)) for p in pages)
+
+
+# --------------------------------------------------------------------------- tampering
+# A submission runs as the instructor's user, and nbgrader runs the hidden tests in the same
+# kernel, so a hostile notebook can reach files outside its folder. These checks cannot stop
+# that (run `make grade` in a container or as a separate user for that), but they make sure
+# it cannot change *other* submissions' grades unnoticed: the grading inputs are compared
+# before and after every submission, the pins and the gradebook are put back, and a change
+# that cannot be undone stops the batch.
+def _tree_digest(paths: list[Path]) -> str:
+    h = hashlib.sha256()
+    for root in paths:
+        if root.is_file():
+            files = [root]
+        elif root.is_dir():
+            files = sorted(f for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts)
+        else:
+            files = []
+        for f in files:
+            h.update(str(f).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _protected_files(course_dir: Path) -> list[Path]:
+    import rlcourse
+
+    return [course_dir / "solutions", course_dir / "labs", course_dir / SUBMITTED_RELPATH,
+            course_dir / EXAMPLES_RELPATH, course_dir / "autograder" / "nbgrader_config.py",
+            Path(rlcourse.__file__).resolve().parent]
+
+
+def _gradebook_snapshot(course_dir: Path, lab: str, student: str) -> dict[tuple[str, ...], Any]:
+    """Every other submission's score and every lab's source and test cells, from the gradebook."""
+    from nbgrader.api import Gradebook
+
+    db_url = "sqlite:///" + str(course_dir / "autograder" / "gradebook.db")
+    snap: dict[tuple[str, ...], Any] = {}
+    with Gradebook(db_url) as gb:
+        for assignment in gb.assignments:
+            for nb in assignment.notebooks:
+                for cell in nb.source_cells:
+                    snap[("source", assignment.name, nb.name, cell.name)] = cell.source
+                for cell in nb.grade_cells:
+                    snap[("points", assignment.name, nb.name, cell.name)] = cell.max_score
+            for sub in gb.assignment_submissions(assignment.name):
+                if (assignment.name, sub.student.id) != (lab, student):
+                    snap[("score", assignment.name, sub.student.id)] = sub.score
+    return snap
+
+
+class _Guard:
+    """Compares the grading inputs before and after one submission (see above)."""
+
+    def __init__(self, course_dir: Path, pins_copy: Path) -> None:
+        self.root, self.pins_copy = course_dir, pins_copy
+        self.pins, self.db = course_dir / PINS_RELPATH, course_dir / "autograder" / "gradebook.db"
+        self.db_copy = course_dir / WORK_RELPATH / "gradebook.before.db"
+
+    def before(self, lab: str, student: str) -> None:
+        self.files = _tree_digest(_protected_files(self.root))
+        self.grades = _gradebook_snapshot(self.root, lab, student)
+        shutil.copyfile(self.db, self.db_copy)
+
+    def after(self, out: Outcome) -> str:
+        """What the submission changed (undone where possible), or ``""``."""
+        changed = []
+        if self.pins.read_bytes() != self.pins_copy.read_bytes():
+            shutil.copyfile(self.pins_copy, self.pins)
+            changed.append(f"{PINS_RELPATH} (restored)")
+        if _gradebook_snapshot(self.root, out.lab, out.student) != self.grades:
+            shutil.copyfile(self.db_copy, self.db)
+            changed.append("other submissions' records in the gradebook (restored)")
+        if _tree_digest(_protected_files(self.root)) != self.files:
+            changed.append("files outside its folder (solutions, labs, submissions, config or the "
+                           "rlcourse package): NOT restored")
+        if changed:
+            out.status, out.score, out.cells = "tampered", 0.0, {}
+            out.detail = "changed " + "; ".join(changed)
+            _remove_submission(self.root, out.lab, out.student)
+        return out.detail if changed else ""
+
+
+def _remove_submission(course_dir: Path, lab: str, student: str) -> None:
+    from nbgrader.api import Gradebook, MissingEntry
+
+    with Gradebook("sqlite:///" + str(course_dir / "autograder" / "gradebook.db")) as gb:
+        try:
+            gb.remove_submission(lab, student)
+        except MissingEntry:
+            pass
 
 
 def write_summary(path: Path, outcomes: list[Outcome]) -> None:
@@ -255,30 +387,41 @@ def grade(
     labs = resolve_labs(root, lab)
     quiet = bool(os.environ.get("RLCOURSE_NO_PROGRESS"))
     outcomes: list[Outcome] = []
+    summary_csv = root / SUMMARY_RELPATH
     # Grades against a pass mark measured with other hyperparameters would be silently wrong.
     check_pins_current(root, labs)
+    pins_copy = root / WORK_RELPATH / "pinned_metrics.batch.json"
+    pins_copy.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / PINS_RELPATH, pins_copy)
+    guard = _Guard(root, pins_copy)
     for name in labs:
         source = choose_submissions(root, name, submissions)
         print(f"[{name}] generating the assignment (nbgrader generate_assignment)", flush=True)
         run_nbgrader(root, "generate_assignment", name, "--force",
                      f"--CourseDirectory.release_directory={root / WORK_RELPATH / 'release'}")
-        students = collect(root, name, source)
+        students, rejected = collect(root, name, source)
+        outcomes += rejected
         print(f"[{name}] {len(students)} submission(s) from {source}", flush=True)
         bar = tqdm(students, desc=f"autograde {name}", unit="student", disable=quiet or not students)
         for student in bar:
             bar.set_postfix_str(student)
+            guard.before(name, student)
             out = autograde(root, name, student, timeout)
             read_scores(root, out)
+            tampered = guard.after(out)
             if out.status == "graded":
                 feedback(root, out)
             else:
                 # Never leave an earlier batch's feedback looking like this one's.
                 shutil.rmtree(root / FEEDBACK_RELPATH / student / name, ignore_errors=True)
             outcomes.append(out)
+            write_summary(summary_csv, outcomes)      # after every submission: a crash loses nothing
             tqdm.write(f"  {student:<24} {out.status:<16} {out.score:g}/{out.max_score:g}  ({out.seconds:.0f} s)")
+            if "NOT restored" in tampered:
+                raise RuntimeError(f"{name}/{student} {tampered}; grading stopped. Check `git status` and the "
+                                   f"submission originals, then grade again ({summary_csv} lists what was graded).")
     grades_csv = root / GRADES_RELPATH
     run_nbgrader(root, "export", f"--to={grades_csv}")
-    summary_csv = root / SUMMARY_RELPATH
     write_summary(summary_csv, outcomes)
     print(f"wrote {grades_csv.relative_to(root)} and {summary_csv.relative_to(root)}; "
           f"feedback in {FEEDBACK_RELPATH}/", flush=True)
