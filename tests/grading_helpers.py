@@ -94,6 +94,15 @@ def grade_batch(course: Path, lab: str, students: dict[str, nbformat.NotebookNod
             "after": digest(examples), "examples": examples, "seconds": seconds}
 
 
+def shows_number(text: str, value: float) -> bool:
+    """Whether ``text`` contains ``value`` written in any way (58, 58.0, 58.00, 5.8e1)."""
+    import math
+    import re
+
+    return any(math.isclose(float(tok), float(value), rel_tol=1e-9, abs_tol=1e-12)
+               for tok in re.findall(r"-?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?", text))
+
+
 def points(row: dict[str, str], cells: list[str] | tuple[str, ...]) -> dict[str, float]:
     """Per-test-cell points of one summary row."""
     return {cell: float(row[cell]) for cell in cells}

@@ -74,8 +74,13 @@ def test_linear_schedule(t: float, expected: float) -> None:
 def test_epsilon_follows_the_schedule_during_training(make_env) -> None:
     env = make_env("CartPole-v1", num_envs=2, seed=0)
     agent = DQN(env, seed=0, preset=None, **{**TINY_DQN, "exploration_fraction": 0.5, "exploration_final_eps": 0.1})
-    agent.learn(200, eval_episodes=0, progress=False)
-    # Decays over 0.5 * 200 = 100 steps, then stays at the final value.
+    seen = []                  # (env steps before the iteration's last act, epsilon it used)
+    agent.learn(200, eval_episodes=0, progress=False,
+                callback=lambda runner: seen.append((agent.global_step - 2, agent.epsilon)))
+    # Decays linearly from 1.0 to 0.1 over 0.5 * 200 = 100 steps, then stays at the final value.
+    assert len(seen) >= 5 and any(0.2 < eps < 0.9 for _, eps in seen)
+    for step, eps in seen:
+        assert eps == pytest.approx(1.0 - 0.9 * min(step / 100, 1.0)), step
     assert agent.epsilon == pytest.approx(0.1)
 
 

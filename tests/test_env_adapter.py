@@ -128,10 +128,12 @@ def test_continuous_actions_are_clipped_to_bounds(make_env) -> None:
 
 
 def test_discrete_actions_accept_column_and_integral_floats(make_env) -> None:
-    env = make_env("CartPole-v1", num_envs=2)
-    env.reset()
-    env.step(torch.tensor([[0], [1]]))  # (N, 1) is squeezed
-    env.step(torch.tensor([1.0, 0.0]))  # integral floats are accepted
+    env, twin = make_env("CartPole-v1", num_envs=2), make_env("CartPole-v1", num_envs=2)
+    env.reset(), twin.reset()
+    column, *_ = env.step(torch.tensor([[0], [1]]))  # (N, 1) is squeezed
+    floats, *_ = env.step(torch.tensor([1.0, 0.0]))  # integral floats are accepted
+    assert torch.equal(column, twin.step(torch.tensor([0, 1]))[0])
+    assert torch.equal(floats, twin.step(torch.tensor([1, 0]))[0])
 
 
 # --------------------------------------------------------------------------- bad input

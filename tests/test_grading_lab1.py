@@ -10,6 +10,7 @@ three examples, and for each graded function a submission whose only bug is in t
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -19,7 +20,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from grading_helpers import copy_course, example, grade_batch, points, with_cell
+from grading_helpers import copy_course, example, grade_batch, points, shows_number, with_cell
 from rlcourse.algos import DQN
 from rlcourse.algos import dqn as reference
 from rlcourse.grading import lab1
@@ -30,7 +31,8 @@ NOTEBOOK = f"{LAB}.ipynb"
 SOURCE = REPO / "solutions" / LAB / NOTEBOOK
 PINS_FILE = REPO / "autograder" / "pinned_metrics.json"
 PINS: dict[str, Any] = json.loads(PINS_FILE.read_text()).get(LAB, {})
-needs_pins = pytest.mark.skipif(not PINS, reason=f"no {LAB} entry in pinned_metrics.json: run `rlcourse pin {LAB}`")
+# Skipped on a developer's machine before the first pin; under CI (CI=1) a missing entry fails.
+needs_pins = pytest.mark.skipif(not PINS and not os.environ.get("CI"), reason=f"no {LAB} entry in pinned_metrics.json: run `rlcourse pin {LAB}`")
 CELLS = ("test_epsilon_greedy", "test_td_targets", "test_huber", "test_training")
 FULL = {"test_epsilon_greedy": 2, "test_td_targets": 3, "test_huber": 2, "test_training": 3}
 
@@ -313,7 +315,7 @@ def test_training_check_compares_with_the_pinned_threshold(offset: float, passes
     else:
         with pytest.raises(AssertionError, match="below the pinned threshold") as info:
             lab1.check_training(result, PINS)
-        assert str(PINS["training"]["threshold"]) not in str(info.value)
+        assert not shows_number(str(info.value), PINS["training"]["threshold"])
 
 
 @needs_pins

@@ -12,6 +12,7 @@ training cell still passes).
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -22,13 +23,14 @@ import torch
 
 from rlcourse.envs.locomotion import ant
 from rlcourse.grading import lab3
-from grading_helpers import copy_course, example, grade_batch, points, with_cell
+from grading_helpers import copy_course, example, grade_batch, points, shows_number, with_cell
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = lab3.LAB
 NOTEBOOK = f"{LAB}.ipynb"
 PINS = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text()).get(LAB)
-needs_pins = pytest.mark.skipif(PINS is None, reason="no lab3 entry in pinned_metrics.json: run `rlcourse pin lab3_reward_shaping`")
+# Skipped on a developer's machine before the first pin; under CI (CI=1) a missing entry fails.
+needs_pins = pytest.mark.skipif(PINS is None and not os.environ.get("CI"), reason="no lab3 entry in pinned_metrics.json: run `rlcourse pin lab3_reward_shaping`")
 GRADED = ("test_task_terms", "test_cost_terms", "test_fall_term", "test_training")
 
 
@@ -160,7 +162,7 @@ def test_training_check_compares_with_the_pinned_pass_mark(offset: float, passes
     else:
         with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
             lab3.check_training(result, PINS)
-        assert str(PINS["training"]["threshold"]) not in str(info.value)
+        assert not shows_number(str(info.value), PINS["training"]["threshold"])
 
 
 @needs_pins

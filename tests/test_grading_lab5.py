@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grading_helpers import copy_course, example, grade_batch, points, with_cell
+from grading_helpers import copy_course, example, grade_batch, points, shows_number, with_cell
 from rlcourse.algos import SAC
 from rlcourse.algos import common as reference_common
 from rlcourse.algos import sac as reference
@@ -32,7 +33,8 @@ LAB = "lab5_sac"
 NOTEBOOK = f"{LAB}.ipynb"
 SOURCE = REPO / "solutions" / LAB / NOTEBOOK
 PINS: dict[str, Any] = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text()).get(LAB, {})
-needs_pins = pytest.mark.skipif(not PINS, reason=f"no {LAB} entry in pinned_metrics.json: run `rlcourse pin {LAB}`")
+# Skipped on a developer's machine before the first pin; under CI (CI=1) a missing entry fails.
+needs_pins = pytest.mark.skipif(not PINS and not os.environ.get("CI"), reason=f"no {LAB} entry in pinned_metrics.json: run `rlcourse pin {LAB}`")
 CELLS = ("test_critic_target", "test_log_prob", "test_temperature", "test_polyak", "test_training")
 FULL = {"test_critic_target": 2, "test_log_prob": 2, "test_temperature": 2, "test_polyak": 1, "test_training": 3}
 
@@ -334,7 +336,7 @@ def test_training_check_compares_with_the_pinned_threshold(offset: float, passes
     else:
         with pytest.raises(AssertionError, match="below the pinned threshold") as info:
             lab5.check_training(result, PINS)
-        assert str(PINS["training"]["threshold"]) not in str(info.value)
+        assert not shows_number(str(info.value), PINS["training"]["threshold"])
 
 
 @needs_pins

@@ -45,18 +45,23 @@ def test_gymnasium_vector_env_episode_stats_are_per_env_with_a_mask():
 
 
 def test_sb3_vecenv_matches_our_semantics_and_trains():
-    sb3 = pytest.importorskip("stable_baselines3")
+    import stable_baselines3 as sb3          # a dev dependency: missing it is a failure, not a skip
     from stable_baselines3.common.logger import Logger
     venv = to_sb3(make("Ant", num_envs=2, seed=0, episode_length=5))
+    twin = make("Ant", num_envs=2, seed=0, episode_length=5)   # the same env, stepped directly
     obs = venv.reset()
+    twin.reset()
     assert obs.shape == (2, 36)
     for t in range(5):
         obs, rew, done, infos = venv.step(np.zeros((2, 8), dtype=np.float32))
+        twin_obs, twin_rew, *_, extras = twin.step(torch.zeros(2, 8))
+        np.testing.assert_array_equal(rew, twin_rew.numpy())
     assert done.all()
-    for info in infos:
+    np.testing.assert_array_equal(obs, twin_obs.numpy())                  # already the next episode
+    for i, info in enumerate(infos):
         assert info["TimeLimit.truncated"] is True and info["episode"]["l"] == 5
-        assert info["terminal_observation"].shape == (36,)
-        assert not np.allclose(info["terminal_observation"], obs[0])
+        np.testing.assert_array_equal(info["terminal_observation"], extras["final_obs"][i].numpy())
+        assert not np.allclose(info["terminal_observation"], obs[i])
     model = sb3.PPO("MlpPolicy", to_sb3(make("Ant", num_envs=4, seed=0)), n_steps=16, batch_size=32,
                     n_epochs=1, seed=0, device="cpu")
     model.set_logger(Logger(folder=None, output_formats=[]))   # no empty /tmp/SB3-<date> folder

@@ -76,11 +76,26 @@ def test_bad_sweeps_are_clear_errors(sweep, match):
 
 
 @pytest.mark.parametrize("task, root, num_actions", [("Ant", "torso", 8), ("Quadruped", "base", 12)])
-def test_added_mass_goes_on_each_task_s_floating_base(task, root, num_actions):
+def test_added_mass_goes_on_each_task_s_floating_base(task, root, num_actions, monkeypatch):
+    import mujoco
+
+    from rlcourse import envs
     from rlcourse.robustness import _root_body_name
 
     assert _root_body_name(task, {}) == root
+    made, real_make = [], envs.make
+
+    def recording_make(*args, **kwargs):
+        made.append(real_make(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(envs, "make", recording_make)            # robustness imports it at call time
     zero = lambda obs: torch.zeros(obs.shape[0], num_actions)  # noqa: E731
     res = rlcourse.evaluate_robustness(zero, task, sweep={"added_mass": [0.0, 5.0]}, episodes=1, num_envs=1,
                                        env_kwargs={"episode_length": 5})
     assert [row["added_mass"] for row in res.rows] == [0.0, 5.0]
+    graded = [e for e in made if e.dr.terms]                       # the envs of the two grid points
+    assert len(graded) >= 2
+    body = mujoco.mj_name2id(graded[-1].model, mujoco.mjtObj.mjOBJ_BODY, root)
+    nominal = graded[-1].model.body_mass[body]
+    assert [e.sim.models[0].body_mass[body] - nominal for e in graded[-2:]] == pytest.approx([0.0, 5.0])

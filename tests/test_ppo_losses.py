@@ -71,10 +71,12 @@ def test_clipped_surrogate_is_the_batch_mean() -> None:
 
 
 def test_clipped_surrogate_accepts_float32_batches() -> None:
-    g = torch.Generator().manual_seed(0)
-    logp, old, adv = (torch.randn(64, generator=g) for _ in range(3))
+    # Ratios 2, 0.5 and 1 (log-prob differences ln 2, -ln 2, 0), advantages 1, 1 and -2, clip 0.1:
+    # min(2, 1.1) = 1.1, min(0.5, 0.9) = 0.5, min(-2, -2) = -2, so the loss is -(1.1 + 0.5 - 2) / 3.
+    ln2 = torch.log(torch.tensor(2.0))
+    logp = torch.stack([ln2, -ln2, torch.tensor(0.0)])
+    old = torch.zeros(3)
+    adv = torch.tensor([1.0, 1.0, -2.0])
     loss = clipped_surrogate_loss(logp, old, adv, 0.1)
-    ratio = (logp - old).exp()
-    expected = -torch.min(ratio * adv, ratio.clamp(0.9, 1.1) * adv).mean()
-    assert loss.shape == ()
-    torch.testing.assert_close(loss, expected)
+    assert loss.shape == () and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, torch.tensor(0.4 / 3))

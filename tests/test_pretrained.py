@@ -32,9 +32,13 @@ def test_the_walker_trains_further_on_a_new_env() -> None:
     env = rlcourse.envs.make("Ant", num_envs=8, seed=0, randomization={"friction": {"range": [0.5, 1.0]}})
     agent = rlcourse.pretrained.load("ant_walker", env=env)
     start = agent.global_step
+    before = [p.detach().clone() for p in agent.actor_critic.parameters()]
     agent.learn(start + 8 * 16, eval_episodes=0, progress=False)   # one PPO iteration
     env.close()
     assert agent.global_step == start + 8 * 16
+    after = list(agent.actor_critic.parameters())
+    assert all(torch.isfinite(p).all() for p in after)
+    assert any(not torch.equal(a, b) for a, b in zip(after, before))   # the update changed the policy
 
 
 def test_unknown_policy_is_a_clear_error() -> None:

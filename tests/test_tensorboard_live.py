@@ -184,7 +184,7 @@ def tensorboard_server(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
 
 # --------------------------------------------------------------------------- tests
 @pytest.mark.timeout(600)
-def test_scalars_are_served_over_http_while_training(tensorboard_server, make_env, tmp_path) -> None:
+def test_a_server_started_before_the_run_serves_its_scalars(tensorboard_server, make_env, tmp_path) -> None:
     torch.set_num_threads(1)
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -282,6 +282,8 @@ class Algorithm:
             return self.act(obs)
         finally:
             self.obs_normalizer.load_state_dict(normalizer)
+            for key in set(vars(self)) - set(attributes):
+                delattr(self, key)
             vars(self).update(attributes)
 
     def learn(
