@@ -50,6 +50,7 @@ FEEDBACK_RELPATH = Path("autograder") / "feedback"
 WORK_RELPATH = Path("autograder") / ".work"
 GRADES_RELPATH = Path("autograder") / "grades.csv"
 SUMMARY_RELPATH = Path("autograder") / "summary.csv"
+GRADEBOOK_RELPATH = Path("autograder") / "gradebook.db"
 
 
 @dataclass
@@ -204,12 +205,15 @@ def _last_error(log_path: Path) -> str:
     return lines[-1][:300] if lines else "nbgrader exited with an error (see the log)"
 
 
+def _gradebook_url(course_dir: Path) -> str:
+    return "sqlite:///" + str(course_dir / GRADEBOOK_RELPATH)
+
+
 def read_scores(course_dir: Path, out: Outcome) -> None:
     """Fill ``out`` with the submission's total and per-test-cell scores from the gradebook."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    db_url = "sqlite:///" + str(course_dir / "autograder" / "gradebook.db")
-    with Gradebook(db_url) as gb:
+    with Gradebook(_gradebook_url(course_dir)) as gb:
         try:
             submission = gb.find_submission(out.lab, out.student)
         except MissingEntry:
@@ -285,9 +289,8 @@ def _gradebook_snapshot(course_dir: Path, lab: str, student: str) -> dict[tuple[
     """Every other submission's score and every lab's source and test cells, from the gradebook."""
     from nbgrader.api import Gradebook
 
-    db_url = "sqlite:///" + str(course_dir / "autograder" / "gradebook.db")
     snap: dict[tuple[str, ...], Any] = {}
-    with Gradebook(db_url) as gb:
+    with Gradebook(_gradebook_url(course_dir)) as gb:
         for assignment in gb.assignments:
             for nb in assignment.notebooks:
                 for cell in nb.source_cells:
@@ -305,7 +308,7 @@ class _Guard:
 
     def __init__(self, course_dir: Path, pins_copy: Path) -> None:
         self.root, self.pins_copy = course_dir, pins_copy
-        self.pins, self.db = course_dir / PINS_RELPATH, course_dir / "autograder" / "gradebook.db"
+        self.pins, self.db = course_dir / PINS_RELPATH, course_dir / GRADEBOOK_RELPATH
         self.db_copy = course_dir / WORK_RELPATH / "gradebook.before.db"
 
     def before(self, lab: str, student: str) -> None:
@@ -313,8 +316,9 @@ class _Guard:
         self.grades = _gradebook_snapshot(self.root, lab, student)
         shutil.copyfile(self.db, self.db_copy)
 
-    def after(self, out: Outcome) -> str:
-        """What the submission changed (undone where possible), or ``""``."""
+    def after(self, out: Outcome) -> bool:
+        """Record what the submission changed in ``out`` (undone where possible); ``True`` if
+        something could not be undone, so the batch must stop."""
         changed = []
         if self.pins.read_bytes() != self.pins_copy.read_bytes():
             shutil.copyfile(self.pins_copy, self.pins)
@@ -322,20 +326,21 @@ class _Guard:
         if _gradebook_snapshot(self.root, out.lab, out.student) != self.grades:
             shutil.copyfile(self.db_copy, self.db)
             changed.append("other submissions' records in the gradebook (restored)")
-        if _tree_digest(_protected_files(self.root)) != self.files:
+        files_changed = _tree_digest(_protected_files(self.root)) != self.files
+        if files_changed:
             changed.append("files outside its folder (solutions, labs, submissions, config or the "
                            "rlcourse package): NOT restored")
         if changed:
             out.status, out.score, out.cells = "tampered", 0.0, {}
             out.detail = "changed " + "; ".join(changed)
             _remove_submission(self.root, out.lab, out.student)
-        return out.detail if changed else ""
+        return files_changed
 
 
 def _remove_submission(course_dir: Path, lab: str, student: str) -> None:
     from nbgrader.api import Gradebook, MissingEntry
 
-    with Gradebook("sqlite:///" + str(course_dir / "autograder" / "gradebook.db")) as gb:
+    with Gradebook(_gradebook_url(course_dir)) as gb:
         try:
             gb.remove_submission(lab, student)
         except MissingEntry:
@@ -408,7 +413,7 @@ def grade(
             guard.before(name, student)
             out = autograde(root, name, student, timeout)
             read_scores(root, out)
-            tampered = guard.after(out)
+            must_stop = guard.after(out)
             if out.status == "graded":
                 feedback(root, out)
             else:
@@ -417,8 +422,8 @@ def grade(
             outcomes.append(out)
             write_summary(summary_csv, outcomes)      # after every submission: a crash loses nothing
             tqdm.write(f"  {student:<24} {out.status:<16} {out.score:g}/{out.max_score:g}  ({out.seconds:.0f} s)")
-            if "NOT restored" in tampered:
-                raise RuntimeError(f"{name}/{student} {tampered}; grading stopped. Check `git status` and the "
+            if must_stop:
+                raise RuntimeError(f"{name}/{student} {out.detail}; grading stopped. Check `git status` and the "
                                    f"submission originals, then grade again ({summary_csv} lists what was graded).")
     grades_csv = root / GRADES_RELPATH
     run_nbgrader(root, "export", f"--to={grades_csv}")

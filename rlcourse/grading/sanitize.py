@@ -16,6 +16,7 @@ from typing import Any
 
 from nbconvert.preprocessors import Preprocessor
 from nbformat.notebooknode import NotebookNode
+from nbgrader.utils import is_grade, is_solution
 from traitlets import Bool
 
 
@@ -25,7 +26,6 @@ class DropTestCellResults(Preprocessor):
     enabled = Bool(True, help="nbconvert runs a preprocessor only when it is enabled").tag(config=True)
 
     def preprocess_cell(self, cell: NotebookNode, resources: dict[str, Any], index: int) -> tuple[NotebookNode, dict]:
-        grading = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.cell_type == "code" and grading.get("grade") and not grading.get("solution"):
+        if cell.cell_type == "code" and is_grade(cell) and not is_solution(cell):
             cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "execute_result"]
         return cell, resources

@@ -273,7 +273,7 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
     for key, allowed in (("bodies", "mass"), ("geoms", "friction"), ("axes", "gravity")):
         if key in raw and name != allowed:
             raise _err(name, key, f"only valid for {allowed!r}")
-    servo = (model.actuator_biasprm[:, 1] != 0) | (model.actuator_biasprm[:, 2] != 0)
+    servo = _position_servos(model.actuator_biasprm)
     if name in ("actuator_kp", "actuator_kd") and not servo.any():
         raise _err(name, "", "the model has no position actuators (use 'actuator_strength' for motors)")
     if name == "actuator_strength" and t.operation == "additive" and servo.any():
@@ -286,6 +286,11 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
             raise _err(name, "axes", f"must be a string of distinct letters from 'xyz', got {axes!r}")
         t.targets = np.array(["xyz".index(a) for a in axes])
     return t
+
+
+def _position_servos(biasprm: np.ndarray) -> np.ndarray:
+    """Which actuators are position servos: MuJoCo keeps their -kp and -kd in biasprm[1:3]."""
+    return (biasprm[:, 1] != 0) | (biasprm[:, 2] != 0)
 
 
 def _select(name: str, field: str, wanted: Any, known: list[str], default: list[int]) -> np.ndarray:
@@ -459,9 +464,8 @@ class DomainRandomization:
                 m.actuator_biasprm[:, 1] = np.where(nom["actuator_biasprm"][:, 1] != 0, -kp, 0.0)
             elif name == "actuator_kd":
                 # MuJoCo stores -kd in biasprm[2]: randomize kd itself, so +x means more damping.
-                servo = (nom["actuator_biasprm"][:, 1] != 0) | (nom["actuator_biasprm"][:, 2] != 0)
                 kd = np.maximum(self._apply(xi, -nom["actuator_biasprm"][:, 2], t), 0.0)
-                m.actuator_biasprm[:, 2] = np.where(servo, -kd, 0.0)
+                m.actuator_biasprm[:, 2] = np.where(_position_servos(nom["actuator_biasprm"]), -kd, 0.0)
             elif name == "joint_damping":
                 d = self.joint_dofs
                 m.dof_damping[d] = np.maximum(self._apply(xi, nom["dof_damping"][d], t), 0.0)
