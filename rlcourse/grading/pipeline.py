@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from rlcourse.grading.feedback import contains_hidden_tests
-from rlcourse.grading.lab2 import PINS_ENV_VAR, PINS_RELPATH
+from rlcourse.grading.common import PINS_ENV_VAR, PINS_RELPATH, check_pins_current
 from rlcourse.grading.release import (
     EXAMPLES_RELPATH,
     find_course_dir,
@@ -384,8 +384,6 @@ def grade(
     """
     from tqdm.auto import tqdm
 
-    from rlcourse.grading.pins import check_pins_current
-
     if timeout <= 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
     root = find_course_dir(course_dir)
@@ -393,7 +391,7 @@ def grade(
     quiet = bool(os.environ.get("RLCOURSE_NO_PROGRESS"))
     outcomes: list[Outcome] = []
     summary_csv = root / SUMMARY_RELPATH
-    # Grades against a pass mark measured with other hyperparameters would be silently wrong.
+    # Grades against a pass mark measured for another graded run would be silently wrong.
     check_pins_current(root, labs)
     pins_copy = root / WORK_RELPATH / "pinned_metrics.batch.json"
     pins_copy.parent.mkdir(parents=True, exist_ok=True)

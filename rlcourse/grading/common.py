@@ -1,0 +1,241 @@
+"""What every lab's hidden checks share: the pins file, tolerances, the graded-run protocol and
+the evaluated-return check.
+
+A lab is its source notebook ``solutions/<lab>/<lab>.ipynb`` plus one checks module
+``rlcourse.grading.<lab>`` (found by that name; nothing here lists the labs). The checks module
+holds the lab's hidden checks and their fixed inputs, and for the graded training run:
+
+* ``measure(ns) -> dict``: what the graded cell measured, read from the notebook's namespace
+  (``globals()``). The same function feeds ``rlcourse pin`` (reference runs) and the hidden
+  check of a student's run, so both measure the same thing.
+* ``check_training(ns)``: the hidden check of the graded cell.
+* ``pass_mark(runs) -> dict``: the pass mark (``threshold``, ``threshold_rule``) from the
+  reference runs; :func:`margin_pass_mark` is the usual rule.
+* ``PIN_SEEDS``: the seeds ``rlcourse pin`` runs the source notebook with.
+
+The graded run's *protocol* is the source of the notebook's ``parameters`` cell (its seed) and
+of its graded training cell ``test_training`` (hidden tests left out). ``rlcourse pin`` stores
+it with the pins; grading refuses pins whose protocol differs from the notebook's.
+
+Failure messages end up in the student's feedback: they say what is wrong, never the expected
+numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Iterable, Mapping
+
+import nbformat
+
+PINS_ENV_VAR = "RLCOURSE_PINNED_METRICS"
+PINS_RELPATH = Path("autograder") / "pinned_metrics.json"
+# Tolerances of the function checks (student output vs the reference on the same inputs).
+TOLERANCES = {"atol": 1e-5, "rtol": 1e-4}
+# The cells whose source defines the graded run: the seed, then the training cell.
+PARAMETERS_CELL = "parameters"
+TRAINING_CELL = "test_training"
+PROTOCOL_CELLS = (PARAMETERS_CELL, TRAINING_CELL)
+HIDDEN_BEGIN, HIDDEN_END = "### BEGIN HIDDEN TESTS", "### END HIDDEN TESTS"
+
+
+def fail(message: str) -> None:
+    """A failed check: the message is what the student reads in the feedback."""
+    raise AssertionError(message)
+
+
+# --------------------------------------------------------------------------- labs and pins
+def checks_module(lab: str) -> ModuleType:
+    """The hidden checks of ``lab``: the module ``rlcourse.grading.<lab>``."""
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", lab):
+        raise ValueError(f"{lab!r} is not a lab id (a lab folder name is also its checks module's name)")
+    try:
+        return importlib.import_module(f"rlcourse.grading.{lab}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"rlcourse.grading.{lab}":
+            raise
+        raise ValueError(f"lab {lab!r} has no checks module rlcourse/grading/{lab}.py") from None
+
+
+def find_pins(start: str | os.PathLike | None = None) -> Path:
+    """Locate ``autograder/pinned_metrics.json``.
+
+    Order: the ``RLCOURSE_PINNED_METRICS`` environment variable (the grading pipeline sets
+    it); then every folder from ``start`` (default: the working directory) up to the root, so
+    it is found from ``labs/<lab>/`` and from a copy of the course; finally the repository
+    this package was installed from.
+    """
+    env_path = os.environ.get(PINS_ENV_VAR)
+    if env_path:
+        path = Path(env_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{PINS_ENV_VAR}={env_path} does not point at a file")
+        return path
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / PINS_RELPATH).is_file():
+            return folder / PINS_RELPATH
+    package_repo = Path(__file__).resolve().parents[2]
+    if (package_repo / PINS_RELPATH).is_file():
+        return package_repo / PINS_RELPATH
+    raise FileNotFoundError(f"no {PINS_RELPATH} above {here}; run `rlcourse pin` or set {PINS_ENV_VAR}")
+
+
+def load_pins(lab: str, start: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The pinned entry of ``lab`` (a clear error if the file has none)."""
+    path = find_pins(start)
+    data = json.loads(path.read_text())
+    if lab not in data:
+        raise KeyError(f"{path} has no entry for {lab!r}; run `rlcourse pin {lab}`")
+    return data[lab]
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples -> lists, numpy/torch scalars -> numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy arrays and scalars, torch tensors
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no nan/inf; the check treats the string as a failure
+    return value
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """An algorithm's config dataclass as the JSON the pins store."""
+    return jsonable(dataclasses.asdict(cfg))
+
+
+# --------------------------------------------------------------------------- protocol
+def strip_hidden_tests(source: str) -> str:
+    """``source`` without its ``### BEGIN/END HIDDEN TESTS`` blocks (markers included)."""
+    out, hidden = [], False
+    for line in source.split("\n"):
+        if HIDDEN_BEGIN in line:
+            hidden = True
+        elif HIDDEN_END in line:
+            hidden = False
+        elif not hidden:
+            out.append(line)
+    return "\n".join(out).rstrip("\n")
+
+
+def grade_id(cell: Mapping[str, Any]) -> str | None:
+    return cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+
+
+def protocol(notebook: str | os.PathLike | nbformat.NotebookNode) -> dict[str, str]:
+    """``{grade_id: source}`` of the cells that define the graded run (hidden tests left out)."""
+    nb = notebook if isinstance(notebook, nbformat.NotebookNode) else nbformat.read(notebook, as_version=4)
+    cells = {grade_id(c): strip_hidden_tests(c.source) for c in nb.cells if grade_id(c) in PROTOCOL_CELLS}
+    missing = [gid for gid in PROTOCOL_CELLS if gid not in cells]
+    if missing:
+        raise ValueError(f"the notebook has no cell with grade_id {', '.join(missing)} (the graded run's "
+                         f"seed lives in {PARAMETERS_CELL!r}, its code in {TRAINING_CELL!r})")
+    return cells
+
+
+def protocol_difference(lab: str, pinned: Mapping[str, str], current: Mapping[str, str]) -> str | None:
+    """``None`` if the protocols agree, else a message with a diff of each cell that changed."""
+    parts = []
+    for gid in sorted({*pinned, *current}):
+        old, new = pinned.get(gid, ""), current.get(gid, "")
+        if old != new:
+            diff = difflib.unified_diff(old.split("\n"), new.split("\n"), f"pinned {gid}", f"notebook {gid}",
+                                        lineterm="", n=1)
+            parts.append("\n".join(diff))
+    if not parts:
+        return None
+    return (f"the graded run of {lab} changed since it was pinned; run `rlcourse pin {lab}`:\n"
+            + "\n".join(parts))
+
+
+def check_pins_current(course_dir: Path, labs: Iterable[str]) -> None:
+    """Raise ``RuntimeError`` if a lab has no pins or its pins' protocol differs from its
+    source notebook's (a pass mark measured for another run would grade wrongly)."""
+    path = course_dir / PINS_RELPATH
+    pinned = json.loads(path.read_text()) if path.exists() else {}
+    for lab in labs:
+        if lab not in pinned:
+            raise RuntimeError(f"{path} has no pins for {lab}; run `rlcourse pin {lab}`")
+        source = course_dir / "solutions" / lab / f"{lab}.ipynb"
+        message = protocol_difference(lab, pinned[lab]["protocol"], protocol(source))
+        if message:
+            raise RuntimeError(message)
+
+
+def check_agent_config(lab: str, agent_config: Mapping[str, Any], pins: Mapping[str, Any]) -> None:
+    """The graded run trained with the pinned hyperparameters; an edited preset changes the run
+    without changing the notebook, so its pass mark would no longer describe the reference."""
+    pinned = pins.get("agent_config", {})
+    current = jsonable(agent_config)
+    changed = sorted(k for k in {*pinned, *current} if pinned.get(k) != current.get(k))
+    if changed:
+        fields = ", ".join(f"{k}: pinned {pinned.get(k)!r}, now {current.get(k)!r}" for k in changed)
+        raise RuntimeError(f"{lab}'s graded run trained with other hyperparameters than the pinned reference "
+                           f"({fields}); the instructor must run `rlcourse pin {lab}`")
+
+
+# --------------------------------------------------------------------------- pass marks
+def margin_pass_mark(values: list[float], metric: str, *, margin: float = 0.5, digits: int = 0,
+                     baseline: float = 0.0, unit: str = "") -> dict[str, Any]:
+    """``threshold = baseline + margin * (worst reference - baseline)``, rounded to ``digits``.
+
+    A correct solution trains like the reference on *some* seed (a student's own floating-point
+    order changes the trajectory like a new seed), so the pass mark sits well below the worst
+    reference seed; ``baseline`` is what an untrained agent scores when that is not 0.
+    """
+    worst = min(values)
+    threshold = round(baseline + margin * (worst - baseline), digits)
+    rule = f"round({margin} * reference_min, {digits})" if baseline == 0 else \
+        f"round(baseline + {margin} * (reference_min - baseline), {digits}), baseline {baseline}"
+    return {"metric": metric, "reference_values": [round(v, 4) for v in values],
+            "reference_mean": round(sum(values) / len(values), 4), "reference_min": round(worst, 4),
+            "threshold": float(threshold) if digits > 0 else float(int(threshold)),
+            "threshold_rule": rule + (f" {unit}" if unit else "")}
+
+
+def check_at_least(value: Any, threshold: float, message: str) -> None:
+    """``value`` is a finite number ``>= threshold``; else fail with ``message`` (no numbers in it)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        fail(message)
+    if not (math.isfinite(value) and value >= float(threshold)):
+        fail(message)
+
+
+# --------------------------------------------------------------------------- evaluated return
+def measure_evaluated_return(ns: Mapping[str, Any]) -> dict[str, Any]:
+    """Labs graded on an evaluated return: the training cell leaves ``result`` (the dict of
+    :func:`rlcourse.evaluate`) and ``agent`` in the namespace."""
+    result, agent = ns.get("result"), ns.get("agent")
+    if not isinstance(result, Mapping) or "episode_return_mean" not in result:
+        fail("the training cell must leave `result`, the dict returned by rlcourse.evaluate")
+    if agent is None or not hasattr(agent, "cfg"):
+        fail("the training cell must leave the trained `agent`")
+    return {"return": float(result["episode_return_mean"]), "std": float(result.get("episode_return_std", 0.0)),
+            "episodes": int(result.get("episodes", 0)), "agent_config": config_dict(agent.cfg)}
+
+
+def check_evaluated_return(lab: str, ns: Mapping[str, Any], functions: str) -> None:
+    """The shared hidden check of labs graded on an evaluated return: pinned hyperparameters,
+    as many evaluation episodes as the reference, the return at or above the pass mark."""
+    pins = load_pins(lab)
+    measured = measure_evaluated_return(ns)
+    check_agent_config(lab, measured["agent_config"], pins)
+    if measured["episodes"] < min(run["measured"]["episodes"] for run in pins["runs"]):
+        fail("the agent was evaluated on fewer episodes than the training cell asks for")
+    check_at_least(measured["return"], pins["threshold"],
+                   "the trained agent's evaluation return is below the pinned pass mark for this lab "
+                   f"(see the header); check {functions}")
