@@ -22,7 +22,7 @@ help:
 	@echo "make lab        JupyterLab on course/"
 	@echo "make grade      instructor pipeline: generate, autograde, feedback, grades.csv"
 	@echo "make pin        regenerate autograder/pinned_metrics.json from the solutions"
-	@echo "make labs       regenerate the student notebooks in labs/ from solutions/"
+	@echo "make labs       regenerate labs/ and autograder/examples/ from solutions/ (LAB=...)"
 
 # System packages, installed with apt (sudo only when not root) when missing:
 # - Offscreen MuJoCo rendering needs Mesa's EGL (or OSMesa).
@@ -49,6 +49,12 @@ $(STAMP): pyproject.toml | sysdeps
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX)) "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[dev]"
+	@# nbdime's git drivers for notebooks (.gitattributes), by absolute path: git runs them without the venv
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config diff.jupyternotebook.command "$(CURDIR)/$(VENV)/bin/git-nbdiffdriver diff"; \
+		git config merge.jupyternotebook.driver "$(CURDIR)/$(VENV)/bin/git-nbmergedriver merge %O %A %B %L %P"; \
+		git config merge.jupyternotebook.name "jupyter notebook merge driver"; \
+	fi
 	@touch $(STAMP)
 
 setup: $(STAMP)
@@ -56,11 +62,11 @@ setup: $(STAMP)
 train: $(STAMP)
 	$(VENV)/bin/rlcourse train $(ALGO) --env $(ENV) $(ARGS)
 
-# Two worker processes, one test file each at a time (module fixtures such as a grading batch
-# stay in one process): the long tests are single-threaded, so this uses both cores.
+# Two worker processes, one group of tests each at a time (a file, or one lab's round trip;
+# see tests/conftest.py): the long tests are single-threaded, so this uses both cores.
 # PYTEST_ARGS="-n 0" runs everything in one process.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -75,7 +81,7 @@ pin: $(STAMP)
 	$(VENV)/bin/rlcourse pin $(LAB)
 
 labs: $(STAMP)
-	$(PY) -m rlcourse.grading.release
+	$(PY) -m rlcourse.grading.release $(LAB)
 
 bench: $(STAMP)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f || exit 1; done

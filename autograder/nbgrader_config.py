@@ -31,7 +31,7 @@ c.CourseDirectory.feedback_directory = os.path.join("autograder", "feedback")
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "autograder", "gradebook.db")
 # Files next to a source notebook are copied into the release and into every autograded
 # folder; notebook generators (they contain the solutions) and training output must not be.
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "build_*.py", "runs"]
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "runs"]
 
 # -- executing submissions ---------------------------------------------------------------
 # Per-cell limit (nbgrader's default is 30 s). The PPO training cell of lab 2 takes one to two

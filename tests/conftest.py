@@ -152,23 +152,37 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
     return run_dir, proc
 
 
-# Seconds each long file took in a full `make test` (2 workers, 2026-12-02), used only to
-# order the files: the longest start first, so the two workers finish at about the same time
-# (longest-processing-time-first scheduling). A file not listed counts as short.
-FILE_SECONDS = {
-    "test_grading_lab5.py": 500, "test_grading_lab3.py": 485, "test_grading_lab4.py": 480,
-    "test_course_notebooks.py": 420, "test_grading_lab1.py": 370, "test_grading_lab2.py": 360,
-    "test_learning_offpolicy.py": 360, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
+# Seconds each long group of tests took in a full `make test` (2 workers), used only to order
+# them: the longest start first, so the two workers finish at about the same time
+# (longest-processing-time-first scheduling). A group is a test file, except that each lab's
+# round trip is a group of its own. A group not listed counts as short.
+GROUP_SECONDS = {
+    "test_labs_roundtrip.py[lab4_domain_randomization]": 200, "test_labs_roundtrip.py[lab3_reward_shaping]": 150,
+    "test_labs_roundtrip.py[lab2_ppo]": 120, "test_labs_roundtrip.py[lab5_sac]": 120,
+    "test_labs_roundtrip.py[lab1_dqn]": 90, "test_course_notebooks.py": 420, "test_learning_offpolicy.py": 360,
+    "test_grading_hostile.py": 200, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
     "test_browser_lab3.py": 30, "test_learning_ppo.py": 30, "test_cli.py": 25, "test_pins.py": 25,
     "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
 }
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the longest files first (order within a file unchanged).
+def _group(item: pytest.Item) -> str:
+    """The scheduling group of a test: its file, or file[lab] for a lab's round trip."""
+    name = item.path.name
+    if name == "test_labs_roundtrip.py" and hasattr(item, "callspec") and "lab" in item.callspec.params:
+        return f"{name}[{item.callspec.params['lab']}]"
+    return name
 
-    ``make test`` spreads whole files over two workers (pytest-xdist ``--dist loadfile
-    --no-loadscope-reorder``) in collection order; started last, a long learning or grading
-    file would leave one worker idle at the end while the other works through it alone.
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Group the tests for the two ``make test`` workers and run the longest groups first.
+
+    ``make test`` runs pytest-xdist with ``--dist loadgroup --no-loadscope-reorder``: a group
+    runs on one worker (module fixtures such as a grading batch stay in one process), groups
+    are handed out in collection order. Started last, a long group would leave one worker idle
+    at the end while the other works through it alone.
     """
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # stable: keeps each file's order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda item: -GROUP_SECONDS.get(_group(item), 0))  # stable: keeps each file's order

@@ -162,3 +162,20 @@ def test_nbgrader_command_runs_nbgrader_without_the_slow_optional_import(tmp_pat
     assert proc.stdout.split() == ["True", "True"], proc.stderr
 
 
+
+
+def test_grading_warns_when_the_pins_come_from_another_machine(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from rlcourse.machine import versions
+
+    here = versions()
+    (tmp_path / "autograder").mkdir()
+    (tmp_path / common.PINS_RELPATH).write_text(json.dumps({
+        "lab_same": {"versions": here},
+        "lab_other": {"versions": {**here, "cpu": "Some Other CPU", "torch": "1.0"}},
+    }))
+    pipeline.warn_other_machine(tmp_path, ["lab_same", "lab_other"])
+    out = capsys.readouterr().out
+    assert "lab_same" not in out
+    assert "warning: lab_other was pinned on another machine" in out
+    assert "cpu: pinned 'Some Other CPU'" in out and "torch: pinned '1.0'" in out and "rlcourse pin lab_other" in out

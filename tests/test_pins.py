@@ -1,140 +1,120 @@
-"""The reference runs behind ``rlcourse pin``: seeds, worker processes, entries and refusals.
+"""``rlcourse pin``: the source notebook is run as the reference, and grading refuses pins whose
+graded run is no longer the notebook's.
 
-A real pin trains every lab's reference for minutes per seed; here each lab's protocol is
-shrunk to a few thousand steps (``monkeypatch``), which exercises the same code path: the
-entry must be built from runs that equal a direct call of the lab's ``train_and_evaluate``.
+The notebook a pin executes is checked without a kernel; one real pin (lab 2, one seed, ~30 s)
+shows that running the notebook reproduces the committed pins.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import math
 from pathlib import Path
 
+import nbformat
 import pytest
-import torch
+
+from rlcourse.grading import common, pins, release
 
 from grading_helpers import copy_course
-from rlcourse.grading import lab1, lab2, lab5, pins
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_reference_runs_adds_the_graded_seed_and_keeps_seed_order() -> None:
-    # Two spawned workers; pow is picklable, so this checks the pool plumbing only.
-    seeds, runs, seconds = pins.reference_runs(functools.partial(pow, 2), [3, 1], graded_seed=0, workers=2)
-    assert seeds == (0, 1, 3)
-    assert runs == [1, 2, 8]
-    assert seconds > 0
-
-
-def test_reference_runs_in_process_with_one_worker() -> None:
-    calls = []
-    threads = torch.get_num_threads()
-
-    def run(seed: int) -> int:  # a closure: only possible because nothing is pickled
-        calls.append(seed)
-        torch.set_num_threads(1)  # as every lab's run function does
-        return -seed
-
-    seeds, runs, _ = pins.reference_runs(run, (2, 2, 5), graded_seed=5, workers=1)
-    assert seeds == (2, 5) and runs == [-2, -5] and calls == [2, 5]
-    assert torch.get_num_threads() == threads    # this process keeps its thread count
-
-
-TINY = {
-    "lab1": (lab1, {"total_steps": 2_000, "eval_episodes": 4}, "MIN_REFERENCE_RETURN"),
-    "lab5": (lab5, {"total_steps": 1_400, "eval_episodes": 2}, "MAX_REFERENCE_RETURN"),
-}
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lab", sorted(TINY))
-def test_pin_entry_is_built_from_the_reference_runs(lab: str, monkeypatch) -> None:
-    module, tiny, floor_name = TINY[lab]
-    monkeypatch.setattr(module, "PROTOCOL", {**module.PROTOCOL, **tiny})
-    monkeypatch.setattr(module, floor_name, -math.inf)   # a tiny budget does not learn; pin anyway
-    entry = module.pin(seeds=(1,), workers=1)
-    training = entry["training"]
-    assert training["reference_seeds"] == [0, 1]          # the graded seed 0 is always added
-    assert training["protocol"] == module.PROTOCOL
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)                              # as the reference run
-    try:
-        direct = module.train_and_evaluate(seed=1)[module.PROTOCOL["metric"]]
-    finally:
-        torch.set_num_threads(threads)
-    assert torch.get_num_threads() == threads             # the in-process pin run restored it too
-    run = training["runs"][1]
-    assert run["seed"] == 1 and run["return"] == direct   # same seed, same machine: the same number
-    returns = [r["return"] for r in training["runs"]]
-    assert training["reference_returns"] == [round(r, 2) for r in returns]
-    assert training["reference_min"] == round(min(returns), 2)
-    if lab == "lab1":
-        assert training["threshold"] == float(round(module.MARGIN * min(returns)))
-    else:
-        u = training["untrained_return"]
-        assert training["threshold"] == float(round(u + module.MARGIN * (min(returns) - u)))
-    assert entry["wall_time_s"] >= sum(r["wall_time_s"] for r in training["runs"]) - 1.0
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("lab", sorted(TINY))
-def test_pin_refuses_a_reference_that_did_not_learn(lab: str, monkeypatch) -> None:
-    module, tiny, floor_name = TINY[lab]
-    monkeypatch.setattr(module, "PROTOCOL", {**module.PROTOCOL, **tiny})
-    monkeypatch.setattr(module, floor_name, math.inf)
-    with pytest.raises(RuntimeError, match="not pinning"):
-        module.pin(seeds=(0,), workers=1)
-
-
-@pytest.mark.slow
-def test_lab2_pin_refuses_a_reference_that_did_not_learn(monkeypatch) -> None:
-    # 2,048 steps of PPO on CartPole stay far below the 100 that pin_lab2 requires.
-    monkeypatch.setattr(lab2, "PROTOCOL", {**lab2.PROTOCOL, "total_steps": 2_048, "eval_episodes": 4})
-    with pytest.raises(RuntimeError, match="reference PPO reached only"):
-        pins.pin_lab2(seeds=(0,), workers=1)
-
-
-# --------------------------------------------------------------------------- the agent's hyperparameters
+LABS = release.list_labs(REPO)
 PINNED = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text())
 
 
-@pytest.mark.parametrize("lab", sorted(pins.LAB_MODULES))
-def test_pins_were_measured_with_the_hyperparameters_the_graded_run_uses(lab: str) -> None:
-    """Editing a preset (or a config default) changes every graded run built on it: re-pin."""
-    training = PINNED[lab]["training"]
-    assert pins.stale_config(lab, training) is None
-    assert training["agent_config"] == pins.agent_config(lab)
+def _source(lab: str) -> nbformat.NotebookNode:
+    return nbformat.read(REPO / "solutions" / lab / f"{lab}.ipynb", as_version=4)
 
 
-def test_stale_config_names_the_changed_fields() -> None:
-    training = PINNED["lab1_dqn"]["training"]
-    edited = {**training, "agent_config": {**training["agent_config"], "batch_size": 7}}
-    message = pins.stale_config("lab1_dqn", edited)
-    assert "batch_size: pinned 7, now 128" in message and "rlcourse pin lab1_dqn" in message
-    assert "learning_rate" not in message
-    missing = {k: v for k, v in training.items() if k != "agent_config"}
-    assert "do not record" in pins.stale_config("lab1_dqn", missing)
+@pytest.mark.parametrize("lab", LABS)
+def test_each_lab_has_checks_and_current_pins(lab: str) -> None:
+    module = common.checks_module(lab)
+    for name in ("measure", "check_training", "pass_mark", "PIN_SEEDS"):
+        assert hasattr(module, name), f"rlcourse/grading/{lab}.py has no {name}"
+    assert 0 in module.PIN_SEEDS and len(module.PIN_SEEDS) >= 3
+    # The committed pins describe the committed notebook (else: `make pin LAB=...`).
+    common.check_pins_current(REPO, [lab])
+    entry = PINNED[lab]
+    assert [run["seed"] for run in entry["runs"]] == entry["reference_seeds"] == sorted(module.PIN_SEEDS)
+    assert entry["agent_config"] and {"cpu", "torch", "mujoco", "python"} <= set(entry["versions"])
 
 
-def test_pin_records_the_agent_config(tmp_path, monkeypatch) -> None:
-    (tmp_path / "autograder").mkdir()
-    (tmp_path / "autograder" / "nbgrader_config.py").write_text("")
-    monkeypatch.setattr(pins, "_pinner", lambda lab: lambda: {"training": {"threshold": 1.0}, "wall_time_s": 0.0})
-    assert pins.pin("lab5_sac", course_dir=tmp_path) == 0
-    written = json.loads((tmp_path / "autograder" / "pinned_metrics.json").read_text())["lab5_sac"]
-    assert written["training"]["agent_config"] == pins.agent_config("lab5_sac")
+@pytest.mark.parametrize("lab", LABS)
+def test_the_pinned_notebook_injects_the_seed_and_leaves_out_hidden_tests(lab: str) -> None:
+    nb = pins.pin_notebook(_source(lab), lab, seed=7)
+    ids = [common.grade_id(c) for c in nb.cells]
+    at = ids.index(common.PARAMETERS_CELL)
+    assert nb.cells[at + 1].source.endswith("SEED = 7")
+    assert nb.cells[at + 1].metadata["tags"] == ["injected-parameters"]
+    # Nothing after the graded cell but the measurement.
+    assert ids.index(common.TRAINING_CELL) == len(ids) - 2
+    assert f"_pin_checks.measure(globals())" in nb.cells[-1].source
+    text = "\n".join(c.source for c in nb.cells)
+    assert common.HIDDEN_BEGIN not in text and "### BEGIN SOLUTION" in text  # the reference answers stay
 
 
-def test_grade_refuses_pins_measured_with_other_hyperparameters(tmp_path, run_cli) -> None:
+def test_protocol_is_the_parameters_and_training_cells_without_hidden_tests() -> None:
+    cells = common.protocol(_source("lab2_ppo"))
+    assert set(cells) == {"parameters", "test_training"}
+    assert cells["parameters"].endswith("SEED = 0")
+    assert "HIDDEN" not in cells["test_training"] and "agent.learn(" in cells["test_training"]
+
+
+def test_grading_refuses_pins_of_another_graded_run(tmp_path: Path, run_cli) -> None:
     course = copy_course(tmp_path)
-    path = course / "autograder" / "pinned_metrics.json"
-    data = json.loads(path.read_text())
-    data["lab1_dqn"]["training"]["agent_config"]["learning_rate"] = 0.5
-    path.write_text(json.dumps(data))
-    proc = run_cli(["grade", "lab1_dqn", "--course-dir", str(course)], cwd=course)
+    source = course / "solutions" / "lab2_ppo" / "lab2_ppo.ipynb"
+    nb = nbformat.read(source, as_version=4)
+    cell = next(c for c in nb.cells if common.grade_id(c) == "test_training")
+    cell.source = cell.source.replace("TOTAL_STEPS = 100_000", "TOTAL_STEPS = 50_000")
+    nbformat.write(nb, source)
+    proc = run_cli(["grade", "lab2_ppo", "--course-dir", str(course)], cwd=course)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "learning_rate: pinned 0.5, now 0.001" in proc.stderr and "rlcourse pin lab1_dqn" in proc.stderr
+    assert "rlcourse pin lab2_ppo" in proc.stderr
+    assert "-TOTAL_STEPS = 100_000" in proc.stderr and "+TOTAL_STEPS = 50_000" in proc.stderr
     assert not (course / "autograder" / "gradebook.db").exists()       # nothing was graded
+
+
+def test_grading_refuses_a_lab_without_pins(tmp_path: Path) -> None:
+    course = copy_course(tmp_path)
+    path = course / common.PINS_RELPATH
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "lab5_sac"}))
+    with pytest.raises(RuntimeError, match="no pins for lab5_sac; run `rlcourse pin lab5_sac`"):
+        common.check_pins_current(course, ["lab5_sac"])
+
+
+def test_agent_config_check_names_the_changed_fields() -> None:
+    pinned = {"agent_config": {"learning_rate": 0.001, "gamma": 0.99}}
+    common.check_agent_config("lab1_dqn", {"learning_rate": 0.001, "gamma": 0.99}, pinned)
+    with pytest.raises(RuntimeError, match=r"learning_rate: pinned 0.001, now 0.5\).*rlcourse pin lab1_dqn"):
+        common.check_agent_config("lab1_dqn", {"learning_rate": 0.5, "gamma": 0.99}, pinned)
+
+
+def test_margin_pass_mark() -> None:
+    mark = common.margin_pass_mark([500.0, 118.45, 300.0], "return")
+    assert mark["threshold"] == 59.0 and mark["reference_min"] == 118.45
+    # Relative to what an untrained agent scores: halfway from -1100 to the worst reference.
+    mark = common.margin_pass_mark([-110.0, -161.48], "return", baseline=-1098.83)
+    assert mark["threshold"] == round(-1098.83 + 0.5 * (-161.48 + 1098.83))
+    assert common.margin_pass_mark([0.3938, 0.5], "speed", digits=3)["threshold"] == 0.197
+
+
+def test_pin_rejects_an_unknown_lab(run_cli) -> None:
+    proc = run_cli(["pin", "lab9_nope"], cwd=REPO)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "lab9_nope" in proc.stderr
+
+
+@pytest.mark.slow
+def test_pin_reproduces_the_committed_pins(tmp_path: Path, run_cli) -> None:
+    """`rlcourse pin` runs the source notebook: lab 2's seed 0 gives the committed measurement.
+    (Seed 0 reaches 500, the maximum, on every CPU the course was pinned on.)"""
+    course = copy_course(tmp_path)
+    proc = run_cli(["pin", "lab2_ppo", "--seeds", "0", "--workers", "1", "--course-dir", str(course)],
+                   cwd=course, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    entry = json.loads((course / common.PINS_RELPATH).read_text())["lab2_ppo"]
+    committed = PINNED["lab2_ppo"]
+    assert entry["protocol"] == committed["protocol"] and entry["agent_config"] == committed["agent_config"]
+    (run,) = entry["runs"]
+    assert run["seed"] == 0 and run["measured"] == committed["runs"][0]["measured"]
+    assert entry["threshold"] == 250.0  # half of the only seed's 500

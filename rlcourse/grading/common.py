@@ -174,6 +174,19 @@ def check_pins_current(course_dir: Path, labs: Iterable[str]) -> None:
             raise RuntimeError(message)
 
 
+# What the pins record of the machine that changes training results (floating-point order).
+MACHINE_KEYS = ("cpu", "python", "torch", "numpy", "gymnasium", "mujoco")
+
+
+def machine_differences(pinned_versions: Mapping[str, Any]) -> list[str]:
+    """``"key: pinned X, here Y"`` for each of :data:`MACHINE_KEYS` where this machine differs."""
+    from rlcourse.machine import versions
+
+    here = versions()
+    return [f"{k}: pinned {pinned_versions.get(k)!r}, here {here.get(k)!r}"
+            for k in MACHINE_KEYS if pinned_versions.get(k) != here.get(k)]
+
+
 def check_agent_config(lab: str, agent_config: Mapping[str, Any], pins: Mapping[str, Any]) -> None:
     """The graded run trained with the pinned hyperparameters; an edited preset changes the run
     without changing the notebook, so its pass mark would no longer describe the reference."""

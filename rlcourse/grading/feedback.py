@@ -9,7 +9,7 @@ runs inside ``nbgrader generate_feedback`` (see ``autograder/nbgrader_config.py`
 * the ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` region is removed from the
   cell source, exactly as ``generate_assignment`` does for the student version;
 * in a cell that had such a region, an error keeps only ``ExceptionName: message``.
-  The hidden checks in :mod:`rlcourse.grading.lab2` write messages that say *what* is
+  The hidden checks in the labs' checks modules write messages that say *what* is
   wrong, never the expected numbers.
 """
 

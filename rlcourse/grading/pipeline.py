@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -67,6 +68,20 @@ class Outcome:
     feedback: str = ""
     log: str = ""
     detail: str = ""
+
+
+def warn_other_machine(course_dir: Path, labs: list[str]) -> None:
+    """Print a warning for each lab pinned on another CPU or with other library versions: the same
+    code and seeds train differently there, so a correct solution can land elsewhere than the
+    reference seeds did (the pass mark's margin is meant to absorb that; re-pin to be sure)."""
+    from rlcourse.grading.common import machine_differences
+
+    pinned = json.loads((course_dir / PINS_RELPATH).read_text())
+    for lab in labs:
+        differences = machine_differences(pinned[lab].get("versions", {}))
+        if differences:
+            print(f"warning: {lab} was pinned on another machine ({'; '.join(differences)}); training results "
+                  f"can differ here. `rlcourse pin {lab}` re-measures the reference on this machine.", flush=True)
 
 
 # --------------------------------------------------------------------------- processes
@@ -393,6 +408,7 @@ def grade(
     summary_csv = root / SUMMARY_RELPATH
     # Grades against a pass mark measured for another graded run would be silently wrong.
     check_pins_current(root, labs)
+    warn_other_machine(root, labs)
     pins_copy = root / WORK_RELPATH / "pinned_metrics.batch.json"
     pins_copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(root / PINS_RELPATH, pins_copy)
