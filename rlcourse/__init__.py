@@ -13,7 +13,9 @@ from rlcourse import envs
 from rlcourse.algos import ALGORITHMS, DDPG, DQN, PPO, SAC
 from rlcourse.evaluation import evaluate
 from rlcourse.robustness import evaluate_robustness
+from rlcourse.seeding import seed_everything
 
 __version__ = "0.1.0"
 
-__all__ = ["ALGORITHMS", "DDPG", "DQN", "PPO", "SAC", "envs", "evaluate", "evaluate_robustness", "__version__"]
+__all__ = ["ALGORITHMS", "DDPG", "DQN", "PPO", "SAC", "envs", "evaluate", "evaluate_robustness", "seed_everything",
+           "__version__"]

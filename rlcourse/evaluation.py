@@ -10,12 +10,29 @@ import torch
 from rlcourse.envs.base import VecEnv
 
 
-def _as_policy(agent: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+def as_policy(agent: Any, env: Any = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``obs -> actions`` for an rlcourse agent (its deterministic policy), an exported
+    TorchScript policy or any callable ``obs -> actions``.
+
+    Observations go to the agent's device as float32 (an agent trained on a GPU keeps its
+    networks there; the env may hand out CPU tensors), actions to ``env``'s device.
+    """
     if hasattr(agent, "inference_policy"):
-        return agent.inference_policy()
-    if callable(agent):
-        return agent
-    raise TypeError(f"cannot evaluate {type(agent).__name__}: pass an rlcourse agent or a callable obs -> actions")
+        net = agent.inference_policy()
+    elif callable(agent):
+        net = agent
+    else:
+        raise TypeError(f"cannot run {type(agent).__name__}: pass an rlcourse agent or a callable obs -> actions")
+    agent_device = getattr(agent, "device", None)
+    env_device = getattr(env, "device", None)
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        actions = net(obs.to(agent_device or obs.device, torch.float32))
+        if env_device is not None and isinstance(actions, torch.Tensor):
+            actions = actions.to(env_device)
+        return actions
+
+    return policy
 
 
 @torch.no_grad()
@@ -46,10 +63,7 @@ def evaluate(
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    policy = _as_policy(agent)
-    # An agent trained on a GPU keeps its networks there; the env may hand out CPU tensors.
-    policy_device = getattr(agent, "device", None)
-    env_device = getattr(env, "device", None)
+    policy = as_policy(agent, env)
     n = env.num_envs
     targets = np.array([(episodes + i) // n for i in range(n)])
     got = np.zeros(n, dtype=np.int64)
@@ -59,10 +73,7 @@ def evaluate(
     limit = max_steps or 2 * env.max_episode_length * int(targets.max() + 1)
     steps = 0
     while (got < targets).any():
-        actions = policy(obs.to(policy_device or obs.device, torch.float32))
-        if env_device is not None and isinstance(actions, torch.Tensor):
-            actions = actions.to(env_device)
-        obs, _, _, _, extras = env.step(actions)
+        obs, _, _, _, extras = env.step(policy(obs))
         steps += 1
         ep = extras.get("episode")
         if ep is not None:

@@ -24,7 +24,9 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from rlcourse import envs
 from rlcourse.evaluation import evaluate
+from rlcourse.export import load_policy
 
 
 def _fixed(param: str, op: str = "scaling") -> Callable[[float], dict[str, Any]]:
@@ -54,8 +56,6 @@ floating base (the torso of the Ant and the Humanoid, the base of the Quadruped)
 def _root_body_name(task: str, env_kwargs: Mapping[str, Any]) -> str:
     """Name of the body carried by the task's free joint (its floating base)."""
     import mujoco
-
-    from rlcourse import envs
 
     env = envs.make(task, num_envs=1, seed=0, **dict(env_kwargs))
     try:
@@ -151,8 +151,6 @@ def evaluate_robustness(
     Raises:
         ValueError: an unknown or empty sweep, or a value the randomization config rejects.
     """
-    from rlcourse import envs
-
     if not sweep:
         raise ValueError(f"sweep must name at least one parameter, e.g. {{'friction': [0.5, 1.0]}}; known: {list(SWEEPS)}")
     for key, vals in sweep.items():
@@ -163,8 +161,6 @@ def evaluate_robustness(
         if isinstance(vals, (str, bytes)) or not isinstance(vals, Sequence) or len(vals) == 0:
             raise ValueError(f"sweep[{key!r}] must be a non-empty list of numbers, got {vals!r}")
     if isinstance(policy, (str, Path)):
-        from rlcourse.export import load_policy
-
         policy = load_policy(policy)
     params = list(sweep)
     values = {p: [float(v) for v in sweep[p]] for p in params}

@@ -30,6 +30,7 @@ import math
 import os
 import re
 import socket
+import tempfile
 import time
 from collections import deque
 from pathlib import Path
@@ -39,8 +40,10 @@ import numpy as np
 import torch
 import yaml
 
+from rlcourse import envs
 from rlcourse.envs.base import VecEnv
 from rlcourse.evaluation import evaluate
+from rlcourse.export import export_torchscript
 from rlcourse.machine import versions
 
 CHECKPOINT_RE = re.compile(r"ckpt_(\d+)\.pt$")
@@ -49,6 +52,27 @@ CHECKPOINT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 def _progress_default() -> bool:
     # nbgrader marks any stderr output in a test cell as a failure; tqdm writes to stderr.
     return not (os.environ.get("NBGRADER_EXECUTION") or os.environ.get("RLCOURSE_NO_PROGRESS"))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file.
+
+    The temporary file is ``.<name>.<random>.tmp``; :meth:`Runner.resume` deletes any a
+    killed process left behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
@@ -288,8 +312,6 @@ class Runner:
 
     def save_checkpoint(self, wall_time_s: float | None = None) -> Path:
         """Write ``checkpoints/ckpt_<step>.pt`` atomically and prune old ones."""
-        from rlcourse.algos.base import atomic_save
-
         assert self.run_dir is not None
         folder = self.run_dir / "checkpoints"
         state = self.algo.checkpoint()
@@ -318,8 +340,6 @@ class Runner:
         if self.eval_episodes > 0:
             eval_env = self.eval_env
             if eval_env is None:
-                from rlcourse import envs
-
                 eval_env = envs.make(self.env.env_id, num_envs=min(self.eval_episodes, 8), seed=algo.seed + 10_000,
                                      device=getattr(self.env, "device", "cpu"))
             result = evaluate(algo, eval_env, episodes=self.eval_episodes)
@@ -328,8 +348,6 @@ class Runner:
             self.metrics.update({k: v for k, v in result.items() if k != "returns"})
         if self.run_dir is None:
             return
-        from rlcourse.export import export_torchscript
-
         export_torchscript(algo, self.run_dir / "policy.pt")
         (self.run_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
         plot_learning_curve(self.run_dir)

@@ -15,8 +15,7 @@ import torch
 import yaml
 
 from rlcourse.algos import PPO
-from rlcourse.algos.base import atomic_save
-from rlcourse.runner import Runner, latest_checkpoint
+from rlcourse.runner import Runner, atomic_save, latest_checkpoint
 
 
 def _params(agent: PPO) -> list[torch.Tensor]:

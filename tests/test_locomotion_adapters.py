@@ -77,7 +77,7 @@ def _gl_library_present() -> bool:
 
 @pytest.mark.skipif(not _gl_library_present(), reason="no OpenGL library (libEGL/libOSMesa/libGL) on this machine")
 def test_render_and_record_a_gif(tmp_path):
-    from rlcourse.envs.locomotion import record_video
+    from rlcourse.video import record_video
 
     env = make("Ant", num_envs=2, seed=0)
     env.reset()
@@ -85,10 +85,10 @@ def test_render_and_record_a_gif(tmp_path):
     assert frame.shape == (120, 160, 3) and frame.dtype == np.uint8 and frame.std() > 10
     with pytest.raises(ValueError, match="env_id"):
         env.render(env_id=5)
-    path = record_video(env, lambda obs: torch.ones(obs.shape[0], 8), tmp_path / "ant.gif", steps=6, width=96, height=72)
+    path = record_video(lambda obs: torch.ones(obs.shape[0], 8), env, tmp_path / "ant.gif", steps=6, width=96, height=72)
     from PIL import Image
 
     with Image.open(path) as gif:
         assert gif.n_frames == 7 and gif.size == (96, 72)
     with pytest.raises(ValueError, match=".gif or .mp4"):
-        record_video(env, lambda obs: obs, tmp_path / "ant.avi", steps=1)
+        record_video(lambda obs: obs, env, tmp_path / "ant.avi", steps=1)

@@ -18,8 +18,6 @@ import copy
 import dataclasses
 import difflib
 import os
-import random
-import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -28,6 +26,8 @@ import torch
 import yaml
 
 from rlcourse.models.policy import InferencePolicy
+from rlcourse.runner import Runner, atomic_save
+from rlcourse.seeding import seed_everything
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -108,30 +108,6 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
         if key not in allowed:
             raise ValueError(f"{path}: unknown config key {key!r}; allowed: {sorted(allowed)}")
     return data
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) from one integer."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 @dataclasses.dataclass
@@ -297,8 +273,6 @@ class Algorithm:
         ``run_dir`` enables TensorBoard events, ``progress.csv``, checkpoints and export;
         see :class:`~rlcourse.runner.Runner` for the other keyword arguments.
         """
-        from rlcourse.runner import Runner  # lazy: the runner is generic over algorithms
-
         if self.env is None:
             raise RuntimeError("this agent has no environment; call agent.set_env(env) before learn()")
         Runner(self, self.env, run_dir=run_dir, **runner_kwargs).learn(total_steps)

@@ -83,7 +83,3 @@ class ActorCritic(nn.Module):
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)
-
-    def deterministic_action(self, obs: torch.Tensor) -> torch.Tensor:
-        out = self.actor(obs)
-        return out.argmax(-1) if self.discrete else out

@@ -17,12 +17,14 @@ observation normalizer, optimizer state), so it can be evaluated, exported or tr
 from __future__ import annotations
 
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+
+from rlcourse import envs
+from rlcourse.algos import get_algorithm
+from rlcourse.seeding import seed_everything
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,25 +44,18 @@ def path(name: str) -> Path:
 
 def load(name: str, env: Any = None) -> Any:
     """Load a shipped policy as an agent; pass ``env`` to train it further (same task)."""
-    from rlcourse.algos import get_algorithm
-
     file = path(name)  # raises the clear error for an unknown name
     return get_algorithm(POLICIES[name]["algo"]).load(file, env=env)
 
 
 def train(name: str, out: str | os.PathLike | None = None) -> Path:
     """Re-create a shipped policy from its recipe in :data:`POLICIES` (writes ``out``, default: in place)."""
-    import rlcourse
-    from rlcourse.algos import get_algorithm
-
     default = path(name)                   # rejects an unknown name with a clear error
     target = default if out is None else Path(out)
     spec = POLICIES[name]
     torch.set_num_threads(1)
-    random.seed(spec["seed"])
-    np.random.seed(spec["seed"])
-    torch.manual_seed(spec["seed"])
-    env = rlcourse.envs.make(spec["task"], num_envs=spec["num_envs"], seed=spec["seed"])
+    seed_everything(spec["seed"])
+    env = envs.make(spec["task"], num_envs=spec["num_envs"], seed=spec["seed"])
     try:
         agent = get_algorithm(spec["algo"])(env, seed=spec["seed"], preset=spec["preset"])
         agent.learn(spec["total_steps"], eval_episodes=0, progress=False)

@@ -8,8 +8,10 @@ returns a :class:`~rlcourse.envs.VecEnv` with Isaac Lab step semantics. The piec
 * :mod:`.rewards`: reward terms as data (``RewardTerm(func, weight, params)``);
 * :mod:`.randomization`: domain randomization configs (IsaacGymEnvs / Isaac Lab style);
 * :mod:`.ant`: the IsaacGymEnvs Ant task, and ``HumanoidEnv`` (the same task logic on a humanoid);
-* :mod:`.quadruped`: a 12-DoF quadruped tracking velocity commands (IGE Anymal style);
-* :mod:`.video`: ``env.render()`` frames to GIF/MP4, shown inline in a notebook.
+* :mod:`.quadruped`: a 12-DoF quadruped tracking velocity commands (IGE Anymal style).
+
+``env.render(env_id, width, height)`` returns a frame; :func:`rlcourse.video.record_video`
+writes a policy's run to GIF/MP4 and :func:`rlcourse.video.show_video` shows it in a notebook.
 """
 
 import os
@@ -27,6 +29,5 @@ from rlcourse.envs.locomotion.env import MujocoLocomotionEnv  # noqa: E402
 from rlcourse.envs.locomotion.quadruped import QuadrupedEnv  # noqa: E402
 from rlcourse.envs.locomotion.randomization import DomainRandomization, parse_config  # noqa: E402
 from rlcourse.envs.locomotion.rewards import RewardTerm  # noqa: E402
-from rlcourse.envs.locomotion.video import record_video, show_video  # noqa: E402
 
-__all__ = ["AntEnv", "HumanoidEnv", "QuadrupedEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config", "record_video", "show_video"]
+__all__ = ["AntEnv", "HumanoidEnv", "QuadrupedEnv", "DomainRandomization", "MujocoLocomotionEnv", "RewardTerm", "parse_config"]

@@ -328,8 +328,3 @@ class HumanoidEnv(AntEnv):
 
     reward_weights = {**AntEnv.reward_weights, "alive": 2.0, "action_l2": -0.01, "joints_at_limit": -0.25,
                       "termination": -1.0}   # IGE Humanoid.yaml
-
-
-def make_ant(num_envs: int = 1, seed: int | None = 0, device: str | torch.device = "cpu", **kwargs: Any) -> AntEnv:
-    """Factory registered as ``"Ant"`` in :func:`rlcourse.envs.make`."""
-    return AntEnv(num_envs=num_envs, seed=seed, device=device, **kwargs)
