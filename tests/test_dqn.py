@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlcourse.algos import DQN
-from rlcourse.algos.dqn import double_dqn_target, dqn_target, epsilon_greedy, linear_schedule
+from rlcourse.algos.dqn import double_dqn_target, dqn_target, epsilon_greedy, huber_loss, linear_schedule
 from rlcourse.export import load_policy
 
 TINY_DQN = {
@@ -132,6 +132,52 @@ def test_target_fn_hook_is_used(make_env, iterate) -> None:
     agent = DQN(env, seed=0, preset=None, target_fn=my_target, **TINY_DQN)
     iterate(agent, env, 8)
     assert calls == [torch.Size([8])] * 2  # one update (at 16 env steps), two gradient steps
+
+
+def test_epsilon_and_loss_hooks_are_used(make_env) -> None:
+    calls: dict[str, int] = {"eps": 0, "loss": 0}
+
+    def my_eps(q, eps, g):
+        calls["eps"] += 1
+        return epsilon_greedy(q, eps, g)
+
+    def my_loss(p, t, delta):
+        calls["loss"] += 1
+        assert delta == 1.0
+        return huber_loss(p, t, delta)
+
+    env = make_env("CartPole-v1", num_envs=2, seed=0)
+    agent = DQN(env, seed=0, preset=None, epsilon_fn=my_eps, loss_fn=my_loss, **TINY_DQN, num_steps_per_env=1)
+    agent.learn(40, eval_episodes=0, progress=False)
+    # 20 batched steps of 2 envs: the first 8 act uniformly at random (global_step < 16), the
+    # other 12 through epsilon_fn; updates start once 16 steps are stored: 13 updates x 2 gradient steps.
+    assert calls["eps"] == 12 and calls["loss"] == 26
+
+
+def test_default_hooks_are_the_reference_functions(make_env) -> None:
+    """Passing the reference functions explicitly trains exactly like the defaults."""
+    params = []
+    for hooks in ({}, {"epsilon_fn": epsilon_greedy, "target_fn": double_dqn_target, "loss_fn": huber_loss}):
+        env = make_env("CartPole-v1", num_envs=2, seed=0)
+        agent = DQN(env, seed=0, preset=None, **hooks, **TINY_DQN, num_steps_per_env=1)
+        agent.learn(60, eval_episodes=0, progress=False)
+        params.append([p.detach().clone() for p in agent.q_network.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*params))
+
+
+def test_rejects_an_epsilon_fn_with_the_wrong_shape(make_env) -> None:
+    env = make_env("CartPole-v1", num_envs=2, seed=0)
+    agent = DQN(env, seed=0, preset=None, epsilon_fn=lambda q, e, g: q.argmax(1, keepdim=True),
+                **TINY_DQN, num_steps_per_env=1)
+    with pytest.raises(ValueError, match="one action per env"):
+        agent.learn(40, eval_episodes=0, progress=False)
+
+
+def test_reference_huber_is_smooth_l1_at_delta_one() -> None:
+    """The default DQN loss did not change when the loss hook was added."""
+    g = torch.Generator().manual_seed(0)
+    p, t = torch.randn(100, generator=g) * 3, torch.randn(100, generator=g)
+    assert torch.equal(huber_loss(p, t, 1.0), torch.nn.functional.smooth_l1_loss(p, t))
 
 
 def test_rejects_continuous_actions_and_bad_hyperparameters(make_env) -> None:
