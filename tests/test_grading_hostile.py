@@ -50,11 +50,14 @@ def _source(nb: Any, grade_id: str) -> str:
 def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     course = copy_course(tmp_path_factory.mktemp("course"))
     complete = example(course, "example_complete", LAB, NOTEBOOK)
+    partial = example(course, "example_partial", LAB, NOTEBOOK)
     pins_before = (course / "autograder" / "pinned_metrics.json").read_bytes()
     students = {
         "a_tampering": with_cell(complete, "epsilon_greedy",                  # graded first
                                  TAMPERING + "\n\n" + _source(complete, "epsilon_greedy")),
         "displayhook": with_cell(complete, "huber_loss", DISPLAYHOOK_HUBER),
+        # epsilon-greedy answered, its test cell deleted: nbgrader must put the cell back and grade it.
+        "deleted_test_cell": with_cell(partial, "test_epsilon_greedy", None),
     }
     result = grade_batch(course, LAB, students, NOTEBOOK, expect_exit=1)
     result["pins_before"] = pins_before
@@ -68,6 +71,16 @@ def test_a_printed_number_does_not_score_a_failing_test(graded: dict[str, Any]) 
     assert row["status"] == "graded"
     assert points(row, ["test_epsilon_greedy", "test_td_targets", "test_huber", "test_training"]) == {
         "test_epsilon_greedy": 2.0, "test_td_targets": 3.0, "test_huber": 0.0, "test_training": 0.0}
+
+
+@pytest.mark.slow
+def test_a_deleted_test_cell_is_restored_and_graded(graded: dict[str, Any]) -> None:
+    row = graded["summary"]["deleted_test_cell"]
+    assert row["status"] == "graded"
+    assert points(row, ["test_epsilon_greedy", "test_td_targets", "test_huber", "test_training"]) == {
+        "test_epsilon_greedy": 2.0, "test_td_targets": 0.0, "test_huber": 0.0, "test_training": 0.0}
+    graded_nb = graded["course"] / "autograder" / "autograded" / "deleted_test_cell" / LAB / NOTEBOOK
+    assert "test_epsilon_greedy" in graded_nb.read_text()
 
 
 @pytest.mark.slow
