@@ -69,6 +69,11 @@ What each parameter changes in the per-env ``MjModel``:
 
 Invalid configs raise :class:`ValueError` naming the field, e.g.
 ``randomization['mass'].range: low 1.5 > high 0.5``.
+
+Every value is drawn and applied by the module-level building blocks :func:`sample`,
+:func:`randomize`, :func:`draw_latency` and :class:`ActionLatency` (and :func:`add_obs_noise`
+describes the observation noise). Lab 4 has students write them; the hidden checks compare
+theirs with these, and :meth:`DomainRandomization.override` plugs theirs into the env.
 """
 
 from __future__ import annotations
@@ -95,6 +100,68 @@ _KEYS = {"range", "distribution", "operation", "mode", "interval", "schedule", "
          "bodies", "geoms", "axes", "velocity_range"}
 
 
+# --------------------------------------------------------------------------- building blocks
+def sample(distribution: str, low: float, high: float, size: tuple[int, ...],
+           generator: torch.Generator | None) -> torch.Tensor:
+    """``size`` float64 draws from ``generator`` (and nothing else).
+
+    ``uniform`` and ``loguniform`` draw from ``[low, high]`` (``loguniform``: ``log x`` uniform
+    on ``[log low, log high]``); ``gaussian`` reads ``low, high`` as ``mean, std`` (IsaacGymEnvs'
+    convention). ``low == high`` (or ``std = 0``) gives exactly that value.
+    """
+    if distribution == "uniform":
+        return low + (high - low) * torch.rand(size, generator=generator, dtype=torch.float64)
+    if distribution == "loguniform":
+        a, b = math.log(low), math.log(high)
+        return torch.exp(a + (b - a) * torch.rand(size, generator=generator, dtype=torch.float64))
+    if distribution == "gaussian":
+        return low + high * torch.randn(size, generator=generator, dtype=torch.float64)
+    raise ValueError(f"unknown distribution {distribution!r}; use one of {DISTRIBUTIONS}")
+
+
+def randomize(nominal: torch.Tensor, draws: torch.Tensor, operation: str) -> torch.Tensor:
+    """The randomized value (a new tensor, broadcast): ``scaling`` multiplies the *nominal* value
+    by the draws, ``additive`` adds them."""
+    if operation == "scaling":
+        return nominal * draws
+    if operation == "additive":
+        return nominal + draws
+    raise ValueError(f"unknown operation {operation!r}; use one of {OPERATIONS}")
+
+
+def add_obs_noise(obs: torch.Tensor, mean: float, std: float, generator: torch.Generator | None) -> torch.Tensor:
+    """``obs`` plus independent ``N(mean, std^2)`` noise on every element, drawn in float64 and
+    added in ``obs.dtype`` (a new tensor)."""
+    return obs + sample("gaussian", mean, std, tuple(obs.shape), generator).to(obs.dtype)
+
+
+def draw_latency(low: int, high: int, n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """``n`` delays (int64), uniform over the integers ``low .. high`` (both included)."""
+    return torch.randint(int(low), int(high) + 1, (n,), generator=generator)
+
+
+class ActionLatency:
+    """Per-env action latency: env ``i`` receives the action from ``delays[i]`` control steps ago
+    (zeros while its history since its last :meth:`reset` is shorter than that)."""
+
+    def __init__(self, num_envs: int, num_actions: int, max_latency: int,
+                 device: torch.device | str | None = None) -> None:
+        self.history = torch.zeros(num_envs, max_latency + 1, num_actions, device=device)  # [:, j]: j steps ago
+        self.delays = torch.zeros(num_envs, dtype=torch.long, device=device)
+
+    def reset(self, env_ids: torch.Tensor, delays: torch.Tensor) -> None:
+        """The envs ``env_ids`` start an episode with ``delays``; their history is cleared."""
+        self.history[env_ids] = 0.0
+        self.delays[env_ids] = delays
+
+    def step(self, actions: torch.Tensor) -> torch.Tensor:
+        """Record ``actions`` (num_envs, num_actions); returns what each env's actuators get now."""
+        self.history = torch.roll(self.history, shifts=1, dims=1)
+        self.history[:, 0] = actions
+        return self.history[torch.arange(self.history.shape[0], device=self.history.device), self.delays]
+
+
+# --------------------------------------------------------------------------- config
 @dataclasses.dataclass
 class Term:
     """One validated randomization term (see the module docstring for the fields)."""
@@ -308,6 +375,10 @@ def _select(name: str, field: str, wanted: Any, known: list[str], default: list[
     return np.asarray(ids, dtype=np.int64)
 
 
+# override()'s parameters are named like the building blocks they replace.
+_default_sample, _default_randomize, _default_draw_latency = sample, randomize, draw_latency
+
+
 class DomainRandomization:
     """Applies a parsed config to a :class:`MujocoBatch` and to the env's action/observation streams.
 
@@ -348,13 +419,12 @@ class DomainRandomization:
         lat = self.terms.get("action_latency")
         self.max_latency = int(lat.range[1]) if lat else 0
         self.latency = torch.zeros(n, dtype=torch.long, device=device)
-        self._action_buf = torch.zeros(n, self.max_latency + 1, num_actions, device=device)
-        # Optional user functions (see override()); None = the built-in implementation.
-        self._sample_fn: Callable[..., Any] | None = None
-        self._randomize_fn: Callable[..., Any] | None = None
-        self._obs_noise_fn: Callable[..., Any] | None = None
-        self._draw_latency_fn: Callable[..., Any] | None = None
-        self._latency_buffer: Any = None
+        # The building blocks in use; override() replaces them with a user's (lab 4).
+        self._sample_fn: Callable[..., Any] = sample
+        self._randomize_fn: Callable[..., Any] = randomize
+        self._obs_noise_fn: Callable[..., Any] | None = None   # None: gaussian noise drawn by _sample_fn
+        self._draw_latency_fn: Callable[..., Any] = draw_latency
+        self._latency_buffer: Any = ActionLatency(n, num_actions, self.max_latency, device=device)
 
     @property
     def enabled(self) -> bool:
@@ -383,18 +453,17 @@ class DomainRandomization:
                 ``reset(env_ids, delays)`` and ``step(actions) -> delayed actions``.
 
         Every value drawn so far is drawn again with the new functions (as at construction).
+        A function left out (``None``) is the module's own.
         """
-        self._sample_fn = sample
-        self._randomize_fn = randomize
+        self._sample_fn = _default_sample if sample is None else sample
+        self._randomize_fn = _default_randomize if randomize is None else randomize
         self._obs_noise_fn = obs_noise
-        self._draw_latency_fn = draw_latency
-        self._latency_buffer = None
-        if latency_buffer is not None:
+        self._draw_latency_fn = _default_draw_latency if draw_latency is None else draw_latency
+        if latency_buffer is None:
+            self._latency_buffer = ActionLatency(self.num_envs, self.num_actions, self.max_latency, device=self.device)
+        else:
             self._latency_buffer = latency_buffer(self.num_envs, self.num_actions, self.max_latency)
         self.startup()
-        if self._latency_buffer is not None:
-            all_ids = torch.arange(self.num_envs, device=self.device)
-            self._latency_buffer.reset(all_ids, self.latency.clone())
 
     # ------------------------------------------------------------------ sampling
     def _schedule(self, t: Term) -> float:
@@ -405,28 +474,18 @@ class DomainRandomization:
     def sample(self, t: Term, shape: tuple[int, ...]) -> np.ndarray:
         """Draw values for term ``t`` (schedule applied), as float64 NumPy."""
         lo, hi = t.range
-        g = self.generator
-        if self._sample_fn is not None:
-            x = torch.as_tensor(self._sample_fn(t.distribution, lo, hi, tuple(shape), g), dtype=torch.float64)
-            if tuple(x.shape) != tuple(shape):
-                raise ValueError(f"the sample function returned shape {tuple(x.shape)} for size {tuple(shape)}")
-        elif t.distribution == "uniform":
-            x = lo + (hi - lo) * torch.rand(shape, generator=g, dtype=torch.float64)
-        elif t.distribution == "loguniform":
-            x = torch.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * torch.rand(shape, generator=g, dtype=torch.float64))
-        else:
-            x = lo + hi * torch.randn(shape, generator=g, dtype=torch.float64)
+        x = torch.as_tensor(self._sample_fn(t.distribution, lo, hi, tuple(shape), self.generator), dtype=torch.float64)
+        if tuple(x.shape) != tuple(shape):
+            raise ValueError(f"the sample function returned shape {tuple(x.shape)} for size {tuple(shape)}")
         s = self._schedule(t)
         if s < 1.0:
             x = t.noop + s * (x - t.noop)
         return x.numpy()
 
     def _apply(self, x: np.ndarray, nominal: np.ndarray, t: Term) -> np.ndarray:
-        if self._randomize_fn is not None:
-            out = self._randomize_fn(torch.as_tensor(nominal, dtype=torch.float64),
-                                     torch.as_tensor(x, dtype=torch.float64), t.operation)
-            return torch.as_tensor(out, dtype=torch.float64).numpy()
-        return nominal * x if t.operation == "scaling" else nominal + x
+        out = self._randomize_fn(torch.as_tensor(nominal, dtype=torch.float64),
+                                 torch.as_tensor(x, dtype=torch.float64), t.operation)
+        return torch.as_tensor(out, dtype=torch.float64).numpy()
 
     # ------------------------------------------------------------------ physics
     def _randomize_physics(self, name: str, env_ids: np.ndarray) -> None:
@@ -502,6 +561,7 @@ class DomainRandomization:
                 self._draw_interval(name, all_ids)
         if "action_latency" in self.terms:
             self._draw_latency(all_ids)
+        self._latency_buffer.reset(torch.arange(self.num_envs, device=self.device), self.latency.clone())
 
     def on_reset(self, env_ids: np.ndarray) -> None:
         """Re-draw the ``mode: reset`` terms for the envs being reset; clear their action history."""
@@ -511,9 +571,7 @@ class DomainRandomization:
         if "action_latency" in self.terms and self.terms["action_latency"].mode == "reset":
             self._draw_latency(env_ids)
         ids = torch.as_tensor(env_ids, device=self.device)
-        self._action_buf[ids] = 0.0
-        if self._latency_buffer is not None:
-            self._latency_buffer.reset(ids, self.latency[ids].clone())
+        self._latency_buffer.reset(ids, self.latency[ids].clone())
 
     def on_step(self) -> bool:
         """Advance the step counter; apply due interval terms. Returns True if a push changed the state."""
@@ -543,12 +601,9 @@ class DomainRandomization:
 
     def _draw_latency(self, env_ids: np.ndarray) -> None:
         lo, hi = (int(v) for v in self.terms["action_latency"].range)
-        if self._draw_latency_fn is not None:
-            k = torch.as_tensor(self._draw_latency_fn(lo, hi, len(env_ids), self.generator), dtype=torch.long)
-            if k.shape != (len(env_ids),) or bool(((k < 0) | (k > self.max_latency)).any()):
-                raise ValueError(f"draw_latency must return {len(env_ids)} integers in [0, {self.max_latency}]")
-        else:
-            k = torch.randint(lo, hi + 1, (len(env_ids),), generator=self.generator)
+        k = torch.as_tensor(self._draw_latency_fn(lo, hi, len(env_ids), self.generator), dtype=torch.long)
+        if k.shape != (len(env_ids),) or bool(((k < 0) | (k > self.max_latency)).any()):
+            raise ValueError(f"draw_latency must return {len(env_ids)} integers in [0, {self.max_latency}]")
         self.latency[torch.as_tensor(env_ids, device=self.device)] = k.to(self.device)
         self.values["action_latency"] = self.latency.cpu().numpy()
 
@@ -564,11 +619,7 @@ class DomainRandomization:
         """The action each env's actuators receive this step: the one from ``latency[i]`` steps ago."""
         if self.max_latency == 0:
             return actions
-        if self._latency_buffer is not None:
-            return torch.as_tensor(self._latency_buffer.step(actions), dtype=actions.dtype, device=actions.device)
-        self._action_buf = torch.roll(self._action_buf, shifts=1, dims=1)
-        self._action_buf[:, 0] = actions
-        return self._action_buf[torch.arange(self.num_envs, device=self.device), self.latency]
+        return torch.as_tensor(self._latency_buffer.step(actions), dtype=actions.dtype, device=actions.device)
 
     def observation_noise(self, shape: tuple[int, ...]) -> torch.Tensor | None:
         """Additive observation noise for this step, or ``None`` when disabled."""
