@@ -1,1 +1,1 @@
-"""Small helpers used by the lecture notebooks in ``course/`` (kept here so the notebooks stay short)."""
+"""Small helpers used by the lecture notebooks in ``course/`` and the lab notebooks (kept here so the notebooks stay short)."""
