@@ -28,14 +28,18 @@ help:
 # - Offscreen MuJoCo rendering needs Mesa's EGL (or OSMesa).
 # - The browser test (tests/test_browser_lab3.py) drives Debian's chromium through Playwright;
 #   Playwright never downloads a browser of its own.
+# - Submissions run inside bubblewrap (rlcourse/grading/sandbox.py; setpriv and prlimit come
+#   with util-linux, always installed on Debian).
 SYSDEPS := libegl1 libegl-mesa0 libgl1 libosmesa6
 BROWSER := chromium
+SANDBOX := bubblewrap
 
 .PHONY: sysdeps
 sysdeps:
 	@missing=""; \
 	{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libEGL.so.1' || missing="$(SYSDEPS)"; \
 	command -v $(BROWSER) >/dev/null || missing="$$missing $(BROWSER)"; \
+	command -v bwrap >/dev/null || missing="$$missing $(SANDBOX)"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
 		sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 		echo "installing system packages:$$missing"; \

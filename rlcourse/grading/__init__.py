@@ -9,6 +9,8 @@ A lab is its source notebook ``solutions/<lab>/<lab>.ipynb`` plus its checks mod
 * :mod:`rlcourse.grading.pins`: ``rlcourse pin``, the source notebook run on several seeds.
 * :mod:`rlcourse.grading.pipeline`: generate, autograde, feedback and export (``rlcourse grade``).
 * :mod:`rlcourse.grading.feedback` and :mod:`rlcourse.grading.sanitize`: what students see.
+* :mod:`rlcourse.grading.sandbox`: run a command (a submission) in a bubblewrap sandbox: no
+  network, read-only environment, solutions and pins hidden, resource limits.
 
 The course configuration is ``autograder/nbgrader_config.py``; every nbgrader step runs
 through nbgrader's own command line with that file.
