@@ -93,3 +93,28 @@ def evaluate(
         "episodes": int(flat_r.size),
         "returns": flat_r.tolist(),
     }
+
+
+def random_policy(action_space: Any, seed: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``obs -> actions`` drawn uniformly from a box ``action_space`` (e.g. ``env.single_action_space``).
+
+    The baseline an evaluated return is compared with: what acting at random scores on the same
+    episodes. The actions come from a generator of its own seeded with ``seed``, so evaluating
+    this policy neither reads nor advances the global random number generators.
+    """
+    low = getattr(action_space, "low", None)
+    high = getattr(action_space, "high", None)
+    if low is None or high is None:
+        raise TypeError(f"random_policy needs a box action space with low and high, got {action_space!r}")
+    shape = tuple(action_space.shape)
+    low = torch.as_tensor(low, dtype=torch.float32).reshape(-1)
+    high = torch.as_tensor(high, dtype=torch.float32).reshape(-1)
+    if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+        raise ValueError("random_policy needs a bounded action space (finite low and high)")
+    generator = torch.Generator().manual_seed(int(seed))
+
+    def policy(obs: torch.Tensor) -> torch.Tensor:
+        actions = low + (high - low) * torch.rand(obs.shape[0], low.numel(), generator=generator)
+        return actions.reshape(obs.shape[0], *shape)
+
+    return policy
