@@ -30,9 +30,12 @@ help:
 #   Playwright never downloads a browser of its own.
 # - Submissions run inside bubblewrap (rlcourse/grading/sandbox.py; setpriv and prlimit come
 #   with util-linux, always installed on Debian).
+# - The PostgreSQL gradebook test (tests/test_grading_parallel.py) starts a server of its own
+#   with initdb and pg_ctl (Debian puts them in /usr/lib/postgresql/<version>/bin).
 SYSDEPS := libegl1 libegl-mesa0 libgl1 libosmesa6
 BROWSER := chromium
 SANDBOX := bubblewrap
+POSTGRES := postgresql
 
 .PHONY: sysdeps
 sysdeps:
@@ -40,6 +43,7 @@ sysdeps:
 	{ ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -q 'libEGL.so.1' || missing="$(SYSDEPS)"; \
 	command -v $(BROWSER) >/dev/null || missing="$$missing $(BROWSER)"; \
 	command -v bwrap >/dev/null || missing="$$missing $(SANDBOX)"; \
+	{ command -v initdb || ls /usr/lib/postgresql/*/bin/initdb; } >/dev/null 2>&1 || missing="$$missing $(POSTGRES)"; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null; then \
 		sudo=$$(command -v sudo >/dev/null && [ "$$(id -u)" != 0 ] && echo sudo); \
 		echo "installing system packages:$$missing"; \

@@ -91,6 +91,15 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--submissions", default=None, help="folder of <student>/<lab>/<notebook>.ipynb (default autograder/submitted, else autograder/examples)")
     g.add_argument("--course-dir", default=None, help="course root (default: the repository)")
     g.add_argument("--timeout", type=_positive_int, default=900, help="seconds per submission before it is stopped")
+    g.add_argument("--workers", type=_positive_int, default=None,
+                   help="submissions graded at once on a local Dask cluster (default: one per core; "
+                        "1: one after the other, in this process)")
+    g.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="grade on the workers of this running Dask scheduler instead (they must see the "
+                        "course folder at the same path)")
+    g.add_argument("--db", default=None, metavar="URL",
+                   help="gradebook database, e.g. postgresql://user@host/grading "
+                        "(default: sqlite autograder/gradebook.db)")
 
     p = sub.add_parser("pin", help="regenerate the pinned solution metrics from the reference solutions")
     p.add_argument("lab", nargs="?", default=None)
@@ -200,7 +209,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_grade(args: argparse.Namespace) -> int:
     from rlcourse.grading.pipeline import grade
 
-    return grade(lab=args.lab, submissions=args.submissions, course_dir=args.course_dir, timeout=args.timeout)
+    return grade(lab=args.lab, submissions=args.submissions, course_dir=args.course_dir, timeout=args.timeout,
+                 workers=args.workers, scheduler=args.scheduler, db=args.db)
 
 
 def cmd_pin(args: argparse.Namespace) -> int:

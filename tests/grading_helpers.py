@@ -62,8 +62,11 @@ def example(course: Path, student: str, lab: str, notebook: str) -> nbformat.Not
 
 
 def grade_batch(course: Path, lab: str, students: dict[str, nbformat.NotebookNode], notebook: str,
-                timeout: int = 1800, expect_exit: int = 0) -> dict[str, Any]:
-    """Add ``students`` to the course copy's examples and run ``rlcourse grade LAB`` over all of them.
+                timeout: int = 1800, expect_exit: int = 0, args: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """Add ``students`` to the course copy's examples and run ``rlcourse grade LAB [ARGS]`` over all of them.
+
+    Without ``--workers`` in ``args`` the batch is graded one submission at a time (``--workers 1``):
+    ``make test`` already runs two tests at once, one per core.
 
     Returns ``summary`` (autograder/summary.csv rows by student), ``grades`` (grades.csv rows),
     ``proc``, ``seconds``, and the examples' digests ``before`` and ``after`` grading.
@@ -80,7 +83,7 @@ def grade_batch(course: Path, lab: str, students: dict[str, nbformat.NotebookNod
     # machine takes many more when the machine is shared; a timeout here would be a false alarm.
     proc = subprocess.run(
         [str(Path(sys.executable).with_name("rlcourse")), "grade", lab, "--course-dir", str(course),
-         "--timeout", str(timeout)],
+         "--timeout", str(timeout), *([] if "--workers" in args else ["--workers", "1"]), *args],
         cwd=course, env=env, capture_output=True, text=True, timeout=7200, stdin=subprocess.DEVNULL,
     )
     seconds = time.perf_counter() - start
