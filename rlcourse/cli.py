@@ -101,9 +101,11 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
                    help="gradebook database, e.g. postgresql://user@host/grading "
                         "(default: sqlite autograder/gradebook.db)")
 
-    p = sub.add_parser("pin", help="regenerate the pinned solution metrics from the reference solutions")
-    p.add_argument("lab", nargs="?", default=None)
-    p.add_argument("--course-dir", default=None)
+    p = sub.add_parser("pin", help="run a lab's source notebook on several seeds and pin what its graded cell measured")
+    p.add_argument("lab", nargs="?", default=None, help="one lab (e.g. lab2_ppo); default: every lab")
+    p.add_argument("--course-dir", default=None, help="course root (default: the repository)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="reference seeds (default: the lab's PIN_SEEDS)")
+    p.add_argument("--workers", type=_positive_int, default=None, help="notebooks run at once (default: one per core)")
     return parser
 
 
@@ -216,7 +218,7 @@ def cmd_grade(args: argparse.Namespace) -> int:
 def cmd_pin(args: argparse.Namespace) -> int:
     from rlcourse.grading.pins import pin
 
-    return pin(lab=args.lab, course_dir=args.course_dir)
+    return pin(lab=args.lab, course_dir=args.course_dir, seeds=args.seeds, workers=args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
