@@ -109,3 +109,14 @@ def shows_number(text: str, value: float) -> bool:
 def points(row: dict[str, str], cells: list[str] | tuple[str, ...]) -> dict[str, float]:
     """Per-test-cell points of one summary row."""
     return {cell: float(row[cell]) for cell in cells}
+
+
+def serve_pins(monkeypatch: Any, folder: Path, lab: str, pins: dict[str, Any],
+               config_dict: str = "rlcourse.grading.common.config_dict") -> dict[str, Any]:
+    """Serve ``lab``'s ``pins`` from a copy in ``folder`` (the pipeline's env variable) and make the
+    agent-config check see the pinned config (``config_dict`` names where the check looks it up)."""
+    path = folder / "pinned_metrics.json"
+    path.write_text(json.dumps({lab: pins}))
+    monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
+    monkeypatch.setattr(config_dict, lambda cfg: dict(pins["agent_config"]))
+    return pins

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from rlcourse.algos import dqn as reference
 from rlcourse.grading import lab1_dqn as checks
 
-from grading_helpers import shows_number
+from grading_helpers import serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab1_dqn"
@@ -260,11 +260,7 @@ def _namespace(value: float, episodes: int = 20) -> dict[str, Any]:
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    path = tmp_path / "pinned_metrics.json"
-    path.write_text(json.dumps({LAB: PINS}))
-    monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
-    monkeypatch.setattr("rlcourse.grading.common.config_dict", lambda cfg: dict(PINS["agent_config"]))
-    return PINS
+    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
 
 
 @pytest.mark.parametrize("offset, passes", [(0.0, True), (50.0, True), (-1.0, False), (-60.0, False)])

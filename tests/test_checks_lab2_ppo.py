@@ -16,7 +16,7 @@ import torch
 from rlcourse.algos import ppo as reference
 from rlcourse.grading import lab2_ppo as checks
 
-from grading_helpers import shows_number
+from grading_helpers import serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab2_ppo"
@@ -148,24 +148,19 @@ def test_surrogate_cases_hit_both_clip_edges() -> None:
     assert (case["advantages"] > 0).any() and (case["advantages"] < 0).any()
 
 
-def _namespace(value: float, episodes: int = 20, agent_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def _namespace(value: float, episodes: int = 20) -> dict[str, Any]:
     """What the graded cell leaves behind: the evaluation ``result`` and the trained ``agent``."""
     class Agent:
         cfg = None
 
-    ns = {"result": {"episode_return_mean": value, "episode_return_std": 0.0, "episodes": episodes},
-          "agent": Agent()}
-    return ns
+    return {"result": {"episode_return_mean": value, "episode_return_std": 0.0, "episodes": episodes},
+            "agent": Agent()}
 
 
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    path = tmp_path / "pinned_metrics.json"
-    path.write_text(json.dumps({LAB: PINS}))
-    monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
-    monkeypatch.setattr("rlcourse.grading.common.config_dict", lambda cfg: dict(PINS["agent_config"]))
-    return PINS
+    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
 
 
 @pytest.mark.parametrize("offset, passes", [(0.0, True), (50.0, True), (-1.0, False), (-200.0, False)])

@@ -23,7 +23,7 @@ from rlcourse.envs.locomotion.shaping import BUILTIN_TERMS, TERM_NAMES, ForwardS
 from rlcourse.grading import common
 from rlcourse.grading import lab3_reward_shaping as checks
 
-from grading_helpers import shows_number
+from grading_helpers import serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab3_reward_shaping"
@@ -250,11 +250,8 @@ def _namespace(speed: float, iterations: int = 100) -> dict[str, Any]:
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    path = tmp_path / "pinned_metrics.json"
-    path.write_text(json.dumps({LAB: PINS}))
-    monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
-    monkeypatch.setattr("rlcourse.grading.lab3_reward_shaping.config_dict", lambda cfg: dict(PINS["agent_config"]))
-    return PINS
+    return serve_pins(monkeypatch, tmp_path, LAB, PINS,
+                      config_dict="rlcourse.grading.lab3_reward_shaping.config_dict")
 
 
 @pytest.mark.parametrize("offset, passes", [(0.0, True), (0.5, True), (-0.001, False), (-0.5, False)])

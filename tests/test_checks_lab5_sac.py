@@ -22,7 +22,7 @@ from rlcourse.algos import sac as reference
 from rlcourse.evaluation import random_policy
 from rlcourse.grading import lab5_sac as checks
 
-from grading_helpers import shows_number
+from grading_helpers import serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab5_sac"
@@ -332,11 +332,7 @@ def _namespace(value: float, episodes: int = 10, random_return: float = -1100.0)
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    path = tmp_path / "pinned_metrics.json"
-    path.write_text(json.dumps({LAB: PINS}))
-    monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
-    monkeypatch.setattr("rlcourse.grading.common.config_dict", lambda cfg: dict(PINS["agent_config"]))
-    return PINS
+    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
 
 
 @pytest.mark.parametrize("offset, passes", [(0.0, True), (100.0, True), (-1.0, False), (-300.0, False)])
