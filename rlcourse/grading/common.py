@@ -241,6 +241,63 @@ def measure_evaluated_return(ns: Mapping[str, Any]) -> dict[str, Any]:
             "episodes": int(result.get("episodes", 0)), "agent_config": config_dict(agent.cfg)}
 
 
+def record_policy(ns: Mapping[str, Any]) -> dict[str, Any]:
+    """What the graded cell of an evaluated-return lab produced, as plain data: the numbers it
+    measured and the trained agent's networks (state dicts, tensors only)."""
+    measured = measure_evaluated_return(ns)
+    agent = ns["agent"]
+    modules = getattr(agent, "_modules", None)
+    if not callable(modules):
+        fail("the training cell must leave the trained `agent`, an rlcourse algorithm")
+    return {"measured": measured, "algo": str(getattr(agent, "name", "")),
+            "modules": {str(k): m.state_dict() for k, m in modules().items()}}
+
+
+def load_policy(lab: str, record: Mapping[str, Any], algo: str, env: Any) -> Any:
+    """A fresh agent of class ``algo`` with the pinned hyperparameters, on ``env``, holding the
+    recorded networks. The record must come from a run with the pinned hyperparameters (an
+    edited preset trains another run than the pass mark describes)."""
+    from rlcourse.algos import get_algorithm
+
+    pins = load_pins(lab)
+    measured = record.get("measured") if isinstance(record, Mapping) else None
+    if not isinstance(measured, Mapping) or record.get("algo") != algo:
+        fail(f"the training cell did not leave a trained {algo.upper()} agent")
+    check_agent_config(lab, measured.get("agent_config", {}), pins)
+    cls = get_algorithm(algo)
+    agent = cls(env, seed=0, preset=None, **pins["agent_config"])
+    recorded = record.get("modules")
+    for key, module in agent._modules().items():
+        state = recorded.get(key) if isinstance(recorded, Mapping) else None
+        if not isinstance(state, Mapping):
+            fail(f"the trained agent's network {key!r} was not recorded")
+        try:
+            module.load_state_dict(state)
+        except (RuntimeError, TypeError, KeyError) as exc:
+            fail(f"the trained agent's network {key!r} does not fit the course's {algo.upper()} "
+                 f"({str(exc).splitlines()[0]})")
+    return agent
+
+
+def judge_evaluated_return(lab: str, record: Mapping[str, Any], seed: int | None, *, algo: str, env_id: str,
+                           num_envs: int, episodes: int, functions: str) -> None:
+    """The trusted half of an evaluated-return lab's training check: load the recorded networks
+    into the grader's own agent and evaluate its deterministic policy on ``episodes`` episodes
+    of fresh envs seeded with ``seed`` (``None``: a fixed seed), against the pass mark."""
+    import rlcourse
+
+    env = rlcourse.envs.make(env_id, num_envs=num_envs, seed=EVAL_SEED if seed is None else seed)
+    agent = load_policy(lab, record, algo, env)
+    result = rlcourse.evaluate(agent, env, episodes=episodes)
+    check_at_least(result["episode_return_mean"], load_pins(lab)["threshold"],
+                   "the trained agent's evaluation return is below the pinned pass mark for this lab "
+                   f"(see the header); check {functions}")
+
+
+# The evaluation seed of a training check that runs in one process (no grader to draw one).
+EVAL_SEED = 424242
+
+
 def check_evaluated_return(lab: str, ns: Mapping[str, Any], functions: str) -> None:
     """The shared hidden check of labs graded on an evaluated return: pinned hyperparameters,
     as many evaluation episodes as the reference, the return at or above the pass mark."""

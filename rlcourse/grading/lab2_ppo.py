@@ -1,9 +1,10 @@
 """Hidden checks of lab 2 (PPO): the student's GAE and clipped surrogate, and the trained agent.
 
-The hidden test cells of ``solutions/lab2_ppo/lab2_ppo.ipynb`` call these functions, so the
-test code a student could see in a traceback is a one-line call. Every check compares the
-student's function with the reference in :mod:`rlcourse.algos.ppo` in the same process on the
-same inputs (no stored arrays that drift with library versions).
+The hidden test cells of ``solutions/lab2_ppo/lab2_ppo.ipynb`` call the entry points at the end
+of this module. Each check is in two halves (:mod:`rlcourse.grading.hidden`): ``call`` runs the
+student's function on a case (in the grading sandbox), ``judge`` computes the reference from
+:mod:`rlcourse.algos.ppo` on the same case and compares (in the grader's process). The cases are
+fixed ones plus fresh random ones drawn from a seed the grader picks for each submission.
 """
 
 from __future__ import annotations
@@ -13,21 +14,34 @@ from typing import Any, Callable, Mapping
 import torch
 
 from rlcourse.algos import ppo as reference
-from rlcourse.grading.common import TOLERANCES, check_evaluated_return, fail, margin_pass_mark, measure_evaluated_return
+from rlcourse.grading.common import (
+    TOLERANCES,
+    fail,
+    judge_evaluated_return,
+    margin_pass_mark,
+    measure_evaluated_return,
+    record_policy,
+)
+from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
 
 LAB = "lab2_ppo"
 PIN_SEEDS = (0, 1, 2, 3, 4)
+# The grader's re-evaluation of the trained policy: as many episodes as the graded cell.
+EVALUATION = {"algo": "ppo", "env_id": "CartPole-v1", "num_envs": 8, "episodes": 20}
+# Reference implementations a submission may not use while it is graded (rlcourse.grading.view).
+WITHHELD = {"rlcourse.algos.ppo": ("compute_gae", "clipped_surrogate_loss")}
 
-
-# --------------------------------------------------------------------------- fixed inputs
-def gae_cases() -> list[dict[str, Any]]:
-    """Rollouts the hidden GAE test uses: ``(T, N) = (12, 4)`` with episode ends in the middle.
+# --------------------------------------------------------------------------- inputs
+def gae_cases(seed: int | None = None) -> list[dict[str, Any]]:
+    """Rollouts for the GAE check. Fixed: ``(T, N) = (12, 4)`` with episode ends in the middle:
 
     * env 0 terminates (pole fell) at t = 3;
     * env 1 is cut by the time limit at t = 6: as in :meth:`PPO.process_env_step` the
       reward there already holds ``r + gamma * V(final_obs)``, and ``done = 1``;
     * env 2 ends twice (t = 2 and t = 9), env 3 ends on the last step;
     * several (gamma, lambda), including the lambda = 0 and lambda = 1 ends.
+
+    With ``seed``, two random rollouts of random shape, episode ends and (gamma, lambda) follow.
     """
     g = torch.Generator().manual_seed(20240611)
     T, N = 12, 4
@@ -46,47 +60,78 @@ def gae_cases() -> list[dict[str, Any]]:
         r[6, 1] += gamma * v_final
         cases.append({"rewards": r, "values": values.clone(), "dones": dones.clone(),
                       "last_values": last_values.clone(), "gamma": gamma, "lam": lam})
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(2):
+            T, N = (int(x) for x in torch.randint(5, 24, (2,), generator=g))
+            cases.append({"rewards": torch.randn(T, N, generator=g), "values": torch.randn(T, N, generator=g),
+                          "dones": (torch.rand(T, N, generator=g) < 0.15).float(),
+                          "last_values": torch.randn(N, generator=g),
+                          "gamma": round(0.8 + 0.199 * float(torch.rand(1, generator=g)), 4),
+                          "lam": round(float(torch.rand(1, generator=g)), 4)})
     return cases
 
 
-def surrogate_cases() -> list[dict[str, Any]]:
-    """Probability ratios inside and outside ``[1 - eps, 1 + eps]``, advantages of both signs."""
+def surrogate_cases(seed: int | None = None) -> list[dict[str, Any]]:
+    """Probability ratios inside and outside ``[1 - eps, 1 + eps]``, advantages of both signs;
+    with ``seed``, one random batch with a random clip range follows."""
     g = torch.Generator().manual_seed(7)
     n = 64
     old = torch.randn(n, generator=g) * 0.5 - 1.0
     # log-ratio spread over [-0.6, 0.6]: ratios 0.55 ... 1.8, so both clip edges are hit.
     log_ratio = (torch.rand(n, generator=g) - 0.5) * 1.2
     advantages = torch.randn(n, generator=g)
-    return [{"log_probs": old + log_ratio, "old_log_probs": old, "advantages": advantages, "clip_eps": eps}
-            for eps in (0.2, 0.1, 0.3)]
+    cases = [{"log_probs": old + log_ratio, "old_log_probs": old, "advantages": advantages, "clip_eps": eps}
+             for eps in (0.2, 0.1, 0.3)]
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        n = int(torch.randint(16, 256, (1,), generator=g))
+        old = torch.randn(n, generator=g) - 1.0
+        cases.append({"log_probs": old + (torch.rand(n, generator=g) - 0.5), "old_log_probs": old,
+                      "advantages": torch.randn(n, generator=g) * 2.0,
+                      "clip_eps": round(0.05 + 0.3 * float(torch.rand(1, generator=g)), 4)})
+    return cases
 
 
-# --------------------------------------------------------------------------- checks
-def check_gae(gae_fn: Callable[..., Any]) -> None:
-    """Compare ``gae_fn`` with :func:`rlcourse.algos.ppo.compute_gae` on :func:`gae_cases`."""
+def _as_float_tensor(value: Any, what: str) -> torch.Tensor:
+    try:
+        return torch.as_tensor(value, dtype=torch.float32)
+    except (TypeError, ValueError, RuntimeError):
+        fail(f"{what} must be a torch tensor")
+
+
+# --------------------------------------------------------------------------- GAE
+def call_gae(case: dict[str, Any], gae_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Runs in the sandbox: the student's GAE on a copy of the case."""
+    names = ("rewards", "values", "dones", "last_values")
+    inputs = {k: case[k].clone() for k in names}
+    out = gae_fn(inputs["rewards"], inputs["values"], inputs["dones"], inputs["last_values"],
+                 case["gamma"], case["lam"])
+    return {"out": list(out) if isinstance(out, tuple) else out,
+            "modified": [k for k in names if not torch.equal(inputs[k], case[k])]}
+
+
+def judge_gae(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Runs in the grader: the reference GAE on the same case, compared."""
     tol = TOLERANCES
-    for case in gae_cases():
-        label = f"gamma={case['gamma']}, lam={case['lam']}"
-        inputs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in case.items()}
-        out = gae_fn(inputs["rewards"], inputs["values"], inputs["dones"], inputs["last_values"],
-                     case["gamma"], case["lam"])
-        for k in ("rewards", "values", "dones", "last_values"):
-            if not torch.equal(inputs[k], case[k]):
-                fail(f"compute_gae modified its input {k!r} in place; work on new tensors")
-        if not (isinstance(out, (tuple, list)) and len(out) == 2):
-            fail("compute_gae must return a tuple (advantages, returns)")
-        adv, ret = (torch.as_tensor(x, dtype=torch.float32) for x in out)
-        want_adv, want_ret = reference.compute_gae(case["rewards"], case["values"], case["dones"],
-                                                   case["last_values"], case["gamma"], case["lam"])
-        if adv.shape != want_adv.shape or ret.shape != want_ret.shape:
-            fail(f"compute_gae returned shapes {tuple(adv.shape)} and {tuple(ret.shape)}; "
-                  f"both must be (T, N) = {tuple(want_adv.shape)}")
-        if not torch.allclose(adv, want_adv, **tol):
-            where = _first_bad_step(adv, want_adv, tol)
-            fail(f"advantages differ from the reference ({label}) on a rollout with a termination and "
-                  f"a time-out in the middle; first wrong entry at {where}")
-        if not torch.allclose(ret, want_ret, **tol):
-            fail(f"returns differ from the reference ({label}); returns are advantages + values")
+    label = f"gamma={case['gamma']}, lam={case['lam']}"
+    if outputs.get("modified"):
+        fail(f"compute_gae modified its input {outputs['modified'][0]!r} in place; work on new tensors")
+    out = outputs.get("out")
+    if not (isinstance(out, list) and len(out) == 2):
+        fail("compute_gae must return a tuple (advantages, returns)")
+    adv, ret = (_as_float_tensor(x, "compute_gae's advantages and returns") for x in out)
+    want_adv, want_ret = reference.compute_gae(case["rewards"], case["values"], case["dones"],
+                                               case["last_values"], case["gamma"], case["lam"])
+    if adv.shape != want_adv.shape or ret.shape != want_ret.shape:
+        fail(f"compute_gae returned shapes {tuple(adv.shape)} and {tuple(ret.shape)}; "
+             f"both must be (T, N) = {tuple(want_adv.shape)}")
+    if not torch.allclose(adv, want_adv, **tol):
+        where = _first_bad_step(adv, want_adv, tol)
+        fail(f"advantages differ from the reference ({label}) on a rollout with a termination and "
+             f"a time-out in the middle; first wrong entry at {where}")
+    if not torch.allclose(ret, want_ret, **tol):
+        fail(f"returns differ from the reference ({label}); returns are advantages + values")
 
 
 def _first_bad_step(got: torch.Tensor, want: torch.Tensor, tol: dict[str, float]) -> str:
@@ -95,31 +140,54 @@ def _first_bad_step(got: torch.Tensor, want: torch.Tensor, tol: dict[str, float]
     return f"step t={t}, env {n}"
 
 
-def check_surrogate(surrogate_fn: Callable[..., Any]) -> None:
-    """Compare ``surrogate_fn`` (value and gradient) with the reference clipped surrogate loss."""
+# --------------------------------------------------------------------------- clipped surrogate
+def call_surrogate(case: dict[str, Any], surrogate_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Runs in the sandbox: the student's loss and its gradient with respect to ``log_probs``."""
+    lp = case["log_probs"].clone().requires_grad_(True)
+    loss = surrogate_fn(lp, case["old_log_probs"].clone(), case["advantages"].clone(), case["clip_eps"])
+    if not isinstance(loss, torch.Tensor):
+        return {"loss": loss}
+    grad = None
+    if loss.requires_grad and loss.dim() == 0:
+        (grad,) = torch.autograd.grad(loss, lp, allow_unused=True)
+    return {"loss": loss, "requires_grad": bool(loss.requires_grad), "grad": grad}
+
+
+def judge_surrogate(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Runs in the grader: the reference loss and gradient on the same case, compared."""
     tol = TOLERANCES
-    for case in surrogate_cases():
-        label = f"clip_eps={case['clip_eps']}"
-        lp = case["log_probs"].clone().requires_grad_(True)
-        lp_ref = case["log_probs"].clone().requires_grad_(True)
-        loss = surrogate_fn(lp, case["old_log_probs"].clone(), case["advantages"].clone(), case["clip_eps"])
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            fail("clipped_surrogate_loss must return a scalar (0-dim) torch tensor")
-        want = reference.clipped_surrogate_loss(lp_ref, case["old_log_probs"], case["advantages"], case["clip_eps"])
-        if not torch.allclose(loss.detach(), want.detach(), **tol):
-            fail(f"loss value differs from the reference ({label}) on ratios inside and outside the clip range")
-        if not loss.requires_grad:
-            fail("the loss is not differentiable with respect to log_probs (was it detached or built with numpy?)")
-        (grad,) = torch.autograd.grad(loss, lp)
-        (want_grad,) = torch.autograd.grad(want, lp_ref)
-        if not torch.allclose(grad, want_grad, **tol):
-            fail(f"the gradient with respect to log_probs differs from the reference ({label}): check which "
-                  "samples the clipping should stop and the sign of the loss")
+    label = f"clip_eps={case['clip_eps']}"
+    loss = outputs.get("loss")
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        fail("clipped_surrogate_loss must return a scalar (0-dim) torch tensor")
+    lp_ref = case["log_probs"].clone().requires_grad_(True)
+    want = reference.clipped_surrogate_loss(lp_ref, case["old_log_probs"], case["advantages"], case["clip_eps"])
+    if not torch.allclose(loss.float(), want.detach(), **tol):
+        fail(f"loss value differs from the reference ({label}) on ratios inside and outside the clip range")
+    grad = outputs.get("grad")
+    if not outputs.get("requires_grad") or grad is None:
+        fail("the loss is not differentiable with respect to log_probs (was it detached or built with numpy?)")
+    (want_grad,) = torch.autograd.grad(want, lp_ref)
+    if not (isinstance(grad, torch.Tensor) and grad.shape == want_grad.shape
+            and torch.allclose(grad.float(), want_grad, **tol)):
+        fail(f"the gradient with respect to log_probs differs from the reference ({label}): check which "
+             "samples the clipping should stop and the sign of the loss")
 
 
-def check_training(ns: Mapping[str, Any]) -> None:
-    """The graded cell's evaluated agent (``result``, ``agent``) reaches the pinned pass mark."""
-    check_evaluated_return(LAB, ns, "the two functions above")
+# --------------------------------------------------------------------------- training
+def judge_training(record: dict[str, Any], seed: int | None) -> None:
+    """The grader loads the trained networks into its own PPO agent and evaluates it anew."""
+    judge_evaluated_return(LAB, record, seed, functions="the two functions above", **EVALUATION)
+
+
+GAE = FunctionCheck("gae", gae_cases, call_gae, judge_gae)
+SURROGATE = FunctionCheck("surrogate", surrogate_cases, call_surrogate, judge_surrogate)
+TRAINING = TrainingCheck("training", record_policy, judge_training)
+
+# The hidden test cells' calls.
+check_gae = entry_point(GAE, "Check ``compute_gae`` against the reference GAE on rollouts with episode ends.")
+check_surrogate = entry_point(SURROGATE, "Check ``clipped_surrogate_loss``: value and gradient against the reference.")
+check_training = entry_point(TRAINING, "Check the graded run: the trained policy, re-evaluated, reaches the pass mark.")
 
 
 def measure(ns: Mapping[str, Any]) -> dict[str, Any]:
