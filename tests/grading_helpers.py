@@ -112,11 +112,33 @@ def points(row: dict[str, str], cells: list[str] | tuple[str, ...]) -> dict[str,
 
 
 def serve_pins(monkeypatch: Any, folder: Path, lab: str, pins: dict[str, Any],
-               config_dict: str = "rlcourse.grading.common.config_dict") -> dict[str, Any]:
+               config_dict: str | None = "rlcourse.grading.common.config_dict") -> dict[str, Any]:
     """Serve ``lab``'s ``pins`` from a copy in ``folder`` (the pipeline's env variable) and make the
-    agent-config check see the pinned config (``config_dict`` names where the check looks it up)."""
+    agent-config check see the pinned config (``config_dict`` names where the check looks it up;
+    ``None``: the check sees the agent's real config)."""
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "pinned_metrics.json"
     path.write_text(json.dumps({lab: pins}))
     monkeypatch.setenv("RLCOURSE_PINNED_METRICS", str(path))
-    monkeypatch.setattr(config_dict, lambda cfg: dict(pins["agent_config"]))
+    if config_dict is not None:
+        monkeypatch.setattr(config_dict, lambda cfg: dict(pins["agent_config"]))
     return pins
+
+
+MODES = ("in_process", "graded")
+
+
+def check_verdict(entry: Any, *args: Any, mode: str, folder: Path) -> str | None:
+    """Run a hidden check's entry point the way ``mode`` does: ``"in_process"`` (both halves in
+    this process, as in the instructor's notebook) or ``"graded"`` (cases written, the sandbox
+    half with the grading folder set, records reloaded as tensors only, judged). Returns
+    ``None`` when the check passes, else the failure message."""
+    from rlcourse.grading import judge
+
+    if mode == "graded":
+        return judge.simulate(entry.check, *args, folder=folder)
+    try:
+        entry(*args)
+    except AssertionError as exc:
+        return str(exc)
+    return None

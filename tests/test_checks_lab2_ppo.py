@@ -16,7 +16,7 @@ import torch
 from rlcourse.algos import ppo as reference
 from rlcourse.grading import lab2_ppo as checks
 
-from grading_helpers import serve_pins, shows_number
+from grading_helpers import MODES, check_verdict, serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab2_ppo"
@@ -85,10 +85,12 @@ def _numbers(values: torch.Tensor, digits: int = 4) -> list[str]:
 
 
 # --------------------------------------------------------------------------- hidden checks
-def test_gae_check_accepts_the_reference() -> None:
-    checks.check_gae(reference.compute_gae)
+@pytest.mark.parametrize("mode", MODES)
+def test_gae_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_gae, reference.compute_gae, mode=mode, folder=tmp_path) is None
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
@@ -99,16 +101,18 @@ def test_gae_check_accepts_the_reference() -> None:
         (gae_ignores_dones, "advantages differ"),
         (gae_returns_without_values, "returns differ"),
         (gae_in_place, "in place"),
+        (lambda *args: "not a tuple", "must return a tuple"),
+        (lambda *args: ("a", "b"), "must be a torch tensor"),
     ],
 )
-def test_gae_check_rejects_wrong_implementations(wrong: Callable, message: str) -> None:
-    with pytest.raises(AssertionError, match=message) as info:
-        checks.check_gae(wrong)
+def test_gae_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str, tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_gae, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
     # The message ends up in the student's feedback: no expected numbers in it.
     case = checks.gae_cases()[0]
     expected, _ = reference.compute_gae(case["rewards"], case["values"], case["dones"], case["last_values"],
                                         case["gamma"], case["lam"])
-    assert not any(n in str(info.value) for n in _numbers(expected, 3))
+    assert not any(n in verdict for n in _numbers(expected, 3))
 
 
 def test_gae_cases_contain_a_termination_and_a_time_out_mid_rollout() -> None:
@@ -121,10 +125,33 @@ def test_gae_cases_contain_a_termination_and_a_time_out_mid_rollout() -> None:
     assert {0.0, 1.0} <= lams
 
 
-def test_surrogate_check_accepts_the_reference() -> None:
-    checks.check_surrogate(reference.clipped_surrogate_loss)
+def test_fresh_cases_depend_on_the_seed() -> None:
+    fixed = len(checks.gae_cases())
+    a, b = checks.gae_cases(1)[fixed:], checks.gae_cases(2)[fixed:]
+    assert a and not torch.equal(a[0]["rewards"].flatten()[:4], b[0]["rewards"].flatten()[:4])
+    assert torch.equal(checks.gae_cases(1)[fixed]["rewards"], a[0]["rewards"])  # same seed, same cases
 
 
+def gae_lookup_table(rewards, values, dones, last_values, gamma, lam):
+    """Hard-coded answers for the fixed cases only (what a student could copy from a run of the
+    reference): the fresh random cases of a graded run expose it."""
+    for case in checks.gae_cases():
+        if rewards.shape == case["rewards"].shape and torch.equal(rewards, case["rewards"]) and gamma == case["gamma"]:
+            return reference.compute_gae(rewards, values, dones, last_values, gamma, lam)
+    return torch.zeros_like(rewards), values.clone()
+
+
+def test_graded_cases_catch_answers_hard_coded_for_the_fixed_cases(tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_gae, gae_lookup_table, mode="graded", folder=tmp_path)
+    assert verdict is not None and "advantages differ" in verdict
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_surrogate_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_surrogate, reference.clipped_surrogate_loss, mode=mode, folder=tmp_path) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
@@ -133,11 +160,13 @@ def test_surrogate_check_accepts_the_reference() -> None:
         (surrogate_wrong_sign, "differs from the reference"),
         (surrogate_detached, "not differentiable"),
         (surrogate_clips_ratio_only, "differs from the reference"),
+        (lambda *args: 0.5, "scalar (0-dim) torch tensor"),
     ],
 )
-def test_surrogate_check_rejects_wrong_implementations(wrong: Callable, message: str) -> None:
-    with pytest.raises(AssertionError, match=message):
-        checks.check_surrogate(wrong)
+def test_surrogate_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
+                                                       tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_surrogate, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
 
 
 def test_surrogate_cases_hit_both_clip_edges() -> None:
@@ -148,44 +177,51 @@ def test_surrogate_cases_hit_both_clip_edges() -> None:
     assert (case["advantages"] > 0).any() and (case["advantages"] < 0).any()
 
 
-def _namespace(value: float, episodes: int = 20) -> dict[str, Any]:
-    """What the graded cell leaves behind: the evaluation ``result`` and the trained ``agent``."""
-    class Agent:
-        cfg = None
-
-    return {"result": {"episode_return_mean": value, "episode_return_std": 0.0, "episodes": episodes},
-            "agent": Agent()}
-
-
+# --------------------------------------------------------------------------- training
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-    """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
+    """The lab's pins, served from a copy (the agents below really have the pinned config)."""
+    return serve_pins(monkeypatch, tmp_path, LAB, dict(PINS), config_dict=None)
 
 
-@pytest.mark.parametrize("offset, passes", [(0.0, True), (50.0, True), (-1.0, False), (-200.0, False)])
-def test_training_check_compares_with_the_pinned_pass_mark(pinned: dict[str, Any], offset: float,
-                                                           passes: bool) -> None:
-    ns = _namespace(pinned["threshold"] + offset)
-    if passes:
-        checks.check_training(ns)
-    else:
-        with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
-            checks.check_training(ns)
-        assert not shows_number(str(info.value), pinned["threshold"])
+def _graded_cell(**hyperparameters: Any) -> dict[str, Any]:
+    """What the graded cell leaves behind, without the training: an untrained agent with the
+    pinned hyperparameters (unless overridden) and its evaluation."""
+    import rlcourse
+
+    env = rlcourse.envs.make("CartPole-v1", num_envs=8, seed=0)
+    agent = rlcourse.PPO(env, seed=0, **hyperparameters)
+    return {"agent": agent, "result": rlcourse.evaluate(agent, env, episodes=20)}
 
 
-def test_training_check_refuses_fewer_evaluation_episodes(pinned: dict[str, Any]) -> None:
-    with pytest.raises(AssertionError, match="fewer episodes"):
-        checks.check_training(_namespace(500.0, episodes=5))
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_re_evaluates_the_recorded_policy(pinned: dict[str, Any], mode: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = _graded_cell()
+    verdict = check_verdict(checks.check_training, ns, mode=mode, folder=tmp_path / "a")
+    assert verdict is not None and "below the pinned pass mark" in verdict
+    assert not shows_number(verdict, pinned["threshold"])
+    # What the notebook printed does not count: a forged result dict changes nothing.
+    ns["result"]["episode_return_mean"] = 500.0
+    assert "below the pinned pass mark" in check_verdict(checks.check_training, ns, mode=mode, folder=tmp_path / "b")
+    # The same policy passes a pass mark it reaches (the grader's own evaluation decides).
+    serve_pins(monkeypatch, tmp_path / "pins", LAB, {**pinned, "threshold": 1.0}, config_dict=None)
+    assert check_verdict(checks.check_training, ns, mode=mode, folder=tmp_path / "c") is None
 
 
-def test_training_check_refuses_a_run_with_other_hyperparameters(pinned: dict[str, Any],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    edited = {**PINS["agent_config"], "learning_rate": 1.0}
-    monkeypatch.setattr("rlcourse.grading.common.config_dict", lambda cfg: edited)
-    with pytest.raises(RuntimeError, match="learning_rate: pinned .* now 1.0.*rlcourse pin lab2_ppo"):
-        checks.check_training(_namespace(500.0))
+def test_training_check_refuses_a_run_with_other_hyperparameters(pinned: dict[str, Any], tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_training, _graded_cell(learning_rate=0.5), mode="graded", folder=tmp_path)
+    assert verdict is not None and "learning_rate: pinned" in verdict and "rlcourse pin lab2_ppo" in verdict
+
+
+def test_training_check_refuses_networks_that_do_not_fit(pinned: dict[str, Any], tmp_path: Path) -> None:
+    record = checks.record_policy(_graded_cell())
+    first = next(iter(record["modules"]))
+    record["modules"][first] = {"weight": torch.zeros(3, 3)}
+    with pytest.raises(AssertionError, match=f"network '{first}' does not fit"):
+        checks.judge_training(record, seed=1)
+    with pytest.raises(AssertionError, match="did not leave a trained PPO agent"):
+        checks.judge_training({"measured": record["measured"], "algo": "dqn", "modules": {}}, seed=1)
 
 
 def test_pins_record_how_they_were_made() -> None:
