@@ -34,11 +34,12 @@ c.CourseDirectory.db_url = "sqlite:///" + os.path.join(ROOT, "autograder", "grad
 c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "runs"]
 
 # -- executing submissions ---------------------------------------------------------------
-# Per-cell limit (nbgrader's default is 30 s). The PPO training cell of lab 2 takes one to two
-# minutes on a quiet 2-core machine, many more on a machine shared with other jobs; the
-# whole-submission wall clock is enforced by `rlcourse grade --timeout` (default 900 s).
-# Configure `Execute`, not `ExecutePreprocessor`: nbgrader's `Execute` section wins.
-c.Execute.timeout = 900
+# Submissions run in a bubblewrap sandbox and their graded cells are judged outside it
+# (rlcourse/grading/execute.py replaces nbgrader's Execute step). Per-cell limit (nbgrader's
+# default is 30 s): the PPO training cell of lab 2 takes one to two minutes on a quiet 2-core
+# machine, many more on a machine shared with other jobs. The whole-submission wall clock is
+# `rlcourse grade --timeout` (default 900 s).
+c.SandboxedExecute.timeout = 900
 # nbgrader scores a test cell 0 if it wrote *anything* to stderr. Warnings and progress
 # bars are not failures; drop them before grading (both options are needed).
 c.IgnorePattern.enabled = True
@@ -49,7 +50,7 @@ c.OverwriteCells.add_missing_cells = True
 # result values are dropped, so a submission cannot print a number (sys.displayhook(4.0)) that
 # nbgrader would read as partial credit for a failing test (rlcourse.grading.sanitize).
 c.Autograde.autograde_preprocessors = [
-    "nbgrader.preprocessors.Execute",
+    "rlcourse.grading.execute.SandboxedExecute",
     "nbgrader.preprocessors.IgnorePattern",
     "nbconvert.preprocessors.ClearMetadataPreprocessor",
     "nbgrader.preprocessors.LimitOutput",

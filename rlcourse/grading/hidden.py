@@ -40,6 +40,14 @@ MAX_RECORD_BYTES = 256 * 1024 * 1024
 """A record file larger than this is not loaded (a trained policy's weights are far smaller)."""
 
 
+class WithheldDuringGrading(RuntimeError):
+    """Raised by a reference implementation in the grading view (:mod:`rlcourse.grading.view`)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"{name} is withheld while your submission is graded: the lab asks for your own "
+                         "implementation, not the course's reference")
+
+
 @dataclass(frozen=True)
 class FunctionCheck:
     """A check of student functions on inputs the grader chooses (see the module docstring)."""

@@ -231,8 +231,10 @@ def _under(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def mount_table(extra_ro: Sequence[Path | str] = ()) -> list[Mount]:
-    """Everything that exists inside the sandbox, in mount order (see the module docstring)."""
+def mount_table(extra_ro: Sequence[Path | str] = (), package_view: Path | str | None = None) -> list[Mount]:
+    """Everything that exists inside the sandbox, in mount order (see the module docstring).
+    ``package_view``: a folder shown instead of the package ``rlcourse/``, at its path (the
+    grading view, :mod:`rlcourse.grading.view`)."""
     table: list[Mount] = [Mount("ro", "/usr", "/usr")]
     for name in ROOT_DIRS:
         host = Path("/") / name
@@ -254,7 +256,8 @@ def mount_table(extra_ro: Sequence[Path | str] = ()) -> list[Mount]:
         if not path.exists():
             raise SandboxError(f"cannot make {path} visible in the sandbox: it does not exist")
         seen.add(path)
-        table.append(Mount("ro", str(path), str(path)))
+        source = Path(package_view).absolute() if package_view is not None and path == _PACKAGE_DIR else path
+        table.append(Mount("ro", str(path), str(source)))
     table.append(Mount("rw", SCRATCH, "scratch"))
     return table
 
@@ -505,13 +508,15 @@ def run_sandboxed(
     limits: SandboxLimits | None = None,
     env: Mapping[str, str] | None = None,
     extra_ro: Sequence[Path | str] = (),
+    package_view: Path | str | None = None,
 ) -> SandboxResult:
     """Run ``argv`` in the sandbox, with ``scratch`` (an existing directory) as :data:`SCRATCH`.
 
     ``argv[0]`` is looked up on the sandbox's ``PATH`` (the venv's ``bin``, then ``/usr/bin``);
     ``sys.executable`` works as it is. ``env`` is added to a minimal environment (nothing is
     inherited from the caller's: ``PATH``, ``HOME=/scratch``, ``MPLBACKEND=Agg``, one thread for
-    OpenMP/MKL/OpenBLAS...). ``extra_ro`` paths are made visible read-only at the same path.
+    OpenMP/MKL/OpenBLAS...). ``extra_ro`` paths are made visible read-only at the same path;
+    ``package_view`` replaces what the sandbox sees at the package's path (see :func:`mount_table`).
 
     Raises :class:`SandboxUnavailable` when a tool is missing and :class:`SandboxError` when
     bubblewrap fails to set the sandbox up; whatever the command does is in the result.
@@ -523,7 +528,7 @@ def run_sandboxed(
     bwrap = _tool(BWRAP, "bubblewrap")
     setpriv = _tool("setpriv", "util-linux")
     prlimit = _tool("prlimit", "util-linux")
-    table = mount_table(extra_ro)
+    table = mount_table(extra_ro, package_view)
     as_root = os.geteuid() == 0
 
     slot = _UidSlot() if as_root else None
