@@ -1,8 +1,9 @@
-"""Lab 3 (reward shaping on the Ant) hidden checks, in-process: the reference terms pass, every
-wrong term a student is likely to write is rejected with a message that names the term and shows
-no expected numbers, the helpers the graded cell measures with behave, and the training check
-compares with the pinned pass mark. (The full nbgrader round trip of the lab is in
-tests/test_labs_roundtrip.py.)
+"""Lab 3 (reward shaping on the Ant) hidden checks, in both modes (in-process, as in the
+instructor's notebook, and graded: the sandbox half records, the grader judges): the reference
+terms pass, every wrong term a student is likely to write is rejected with a message that names
+the term and shows no expected numbers, the helpers the graded cell measures with behave, and the
+training check re-measures the recorded policy against the pinned pass mark. (The full nbgrader
+round trip of the lab is in tests/test_labs_roundtrip.py.)
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import torch
 
 from rlcourse.envs.locomotion import ant
 from rlcourse.envs.locomotion.shaping import BUILTIN_TERMS, TERM_NAMES, ForwardSpeedMeter, TermRecorder, lab_rewards
-from rlcourse.grading import common
+from rlcourse.grading import common, hidden
 from rlcourse.grading import lab3_reward_shaping as checks
 
-from grading_helpers import serve_pins, shows_number
+from grading_helpers import MODES, check_verdict, serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab3_reward_shaping"
@@ -31,6 +32,7 @@ NOTEBOOK = REPO / "solutions" / LAB / f"{LAB}.ipynb"
 PINS = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text())[LAB]
 GRADED_WEIGHTS = {"forward_velocity": 2.0, "alive_bonus": 0.5, "energy_penalty": -0.05, "orientation_penalty": -0.5,
                   "fall_penalty": -2.0}
+GRADED_SEED = 12345  # the seed judge.simulate draws the fresh batch from
 # The graded term cells, the check each one's hidden block calls, and the terms it checks.
 TERM_CELLS = {
     "test_task_terms": ("check_task_terms", ("forward_velocity", "alive_bonus")),
@@ -39,22 +41,38 @@ TERM_CELLS = {
 }
 
 
+def _cell_call(name: str, fn: Any) -> tuple[Callable[..., None], list[Any]]:
+    """The entry point that checks term ``name`` and its arguments: ``fn`` in the term's place,
+    the reference terms in the others'."""
+    for check, names in TERM_CELLS.values():
+        if name in names:
+            return getattr(checks, check), [fn if n == name else BUILTIN_TERMS[n] for n in names]
+    raise KeyError(name)
+
+
+def _secrets() -> set[str]:
+    """Every reference value on the batches of both modes (the fixed one, one drawn from the
+    in-process seed, one from the graded runs' seed), as the strings a leaking message would contain."""
+    out = set()
+    for case in [*checks.batch_cases(GRADED_SEED), checks.batch_case(hidden.FIXED_SEED)]:
+        env = checks.build_env(case)
+        for fn in BUILTIN_TERMS.values():
+            out |= {f"{v:.4f}" for v in fn(env).tolist()}
+        env.close()
+    # 0 and 1 (alive, fall) are no secret; every other reference value is.
+    return out - {"0.0000", "1.0000", "-0.0000"}
+
+
+@pytest.fixture(scope="module")
+def secrets() -> set[str]:
+    return _secrets()
+
+
 @pytest.fixture(scope="module")
 def batch():
-    env, labels = checks.state_batch()
-    yield env, labels
+    env = checks.build_env(checks.batch_case())
+    yield env
     env.close()
-
-
-def _secrets(batch) -> set[str]:
-    """Every reference value on the fixed batch, as the strings a leaking message would contain."""
-    env, _ = batch
-    out = set()
-    for fn in BUILTIN_TERMS.values():
-        for v in fn(env).tolist():
-            out.add(f"{v:.4f}")
-    # 0 and 1 (alive, fall) are no secret; every other reference value is.
-    return {s for s in out if s not in ("0.0000", "1.0000", "-0.0000")}
 
 
 # --------------------------------------------------------------------------- wrong student terms
@@ -89,6 +107,7 @@ WRONG = {
         ("height rule of its own", lambda env: (env.root_pos_w[:, 2] < 0.35).float(), "differs"),
         ("negated", lambda env: -env.terminated.float(), "only the sign differs"),
         ("a number", lambda env: 0.0, "torch tensor"),
+        ("not a function", 1.0, "must be a function"),
     ],
 }
 CASES = [(name, label, fn, msg) for name, cases in WRONG.items() for label, fn, msg in cases]
@@ -121,18 +140,20 @@ def fall_penalty(env):
 
 
 # --------------------------------------------------------------------------- term checks
-@pytest.mark.parametrize("name", TERM_NAMES)
-def test_the_reference_terms_pass(name: str, batch) -> None:
-    checks.check_term(name, BUILTIN_TERMS[name], batch)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("cell", sorted(TERM_CELLS))
+def test_the_cell_checks_accept_the_reference_terms(cell: str, mode: str, tmp_path: Path) -> None:
+    check, names = TERM_CELLS[cell]
+    assert check_verdict(getattr(checks, check), *(BUILTIN_TERMS[n] for n in names), mode=mode, folder=tmp_path) is None
 
 
-def test_the_cell_checks_accept_the_reference_terms() -> None:
-    checks.check_task_terms(ant.forward_velocity, ant.is_alive)
-    checks.check_cost_terms(ant.energy, ant.flat_orientation_l2)
-    checks.check_fall_term(ant.is_terminated)
+def test_the_builtin_terms_are_the_ant_module_functions() -> None:
+    assert [BUILTIN_TERMS[n] for n in TERM_NAMES] == [ant.forward_velocity, ant.is_alive, ant.energy,
+                                                       ant.flat_orientation_l2, ant.is_terminated]
 
 
-def test_the_cell_checks_accept_the_notebook_solutions() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_the_cell_checks_accept_the_notebook_solutions(mode: str, tmp_path: Path) -> None:
     """The solution cells of the source notebook (what example_complete submits) pass their checks."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     ns: dict[str, Any] = {"torch": torch}
@@ -140,39 +161,98 @@ def test_the_cell_checks_accept_the_notebook_solutions() -> None:
         if cell.metadata.get("nbgrader", {}).get("grade_id") in ("task_terms", "cost_terms", "fall_term"):
             exec(cell.source, ns)  # noqa: S102 (our own notebook)
     for check, names in TERM_CELLS.values():
-        getattr(checks, check)(*(ns[n] for n in names))
+        verdict = check_verdict(getattr(checks, check), *(ns[n] for n in names), mode=mode, folder=tmp_path / check)
+        assert verdict is None, verdict
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("name, label, wrong, message", CASES, ids=[f"{n}-{lbl}" for n, lbl, _, _ in CASES])
-def test_wrong_terms_are_rejected(name: str, label: str, wrong: Callable, message: str, batch) -> None:
-    with pytest.raises(AssertionError, match=message) as info:
-        checks.check_term(name, wrong, batch)
-    text = str(info.value)
-    assert name in text, "the message must name the term"
-    leaked = {s for s in _secrets(batch) if s in text}
+def test_wrong_terms_are_rejected(name: str, label: str, wrong: Any, message: str, mode: str, tmp_path: Path,
+                                  secrets: set[str]) -> None:
+    entry, args = _cell_call(name, wrong)
+    verdict = check_verdict(entry, *args, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict, verdict
+    assert name in verdict, "the message must name the term"
+    leaked = {s for s in secrets if s in verdict}
     assert not leaked, f"the message shows expected values {leaked}"
-    # The batch is restored after a term that wrote into it, so later checks see the same states.
-    checks.check_term(name, BUILTIN_TERMS[name], batch)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("cell", sorted(WRONG_STUDENTS))
-def test_the_cell_checks_reject_the_round_trip_students(cell: str, batch) -> None:
+def test_the_cell_checks_reject_the_round_trip_students(cell: str, mode: str, tmp_path: Path,
+                                                        secrets: set[str]) -> None:
     wrong_term, source = WRONG_STUDENTS[cell]
     ns: dict[str, Any] = {"torch": torch}
     exec(source, ns)  # noqa: S102
     check, names = TERM_CELLS[cell]
-    with pytest.raises(AssertionError, match=f"^{wrong_term} differs from the reference") as info:
-        getattr(checks, check)(*(ns[n] for n in names))
-    assert not {s for s in _secrets(batch) if s in str(info.value)}
+    verdict = check_verdict(getattr(checks, check), *(ns[n] for n in names), mode=mode, folder=tmp_path)
+    assert verdict is not None and re.match(f"{wrong_term} differs from the reference", verdict), verdict
+    assert not {s for s in secrets if s in verdict}
 
 
-def test_a_term_that_is_not_a_function_is_rejected() -> None:
-    with pytest.raises(AssertionError, match="fall_penalty must be a function"):
-        checks.check_fall_term(1.0)
+def test_a_term_that_writes_into_the_env_is_undone_before_the_next_one() -> None:
+    """The sandbox half restores the states after a term that wrote into them, so the next term
+    of the cell sees the batch unchanged."""
+    case = checks.batch_case()
+    in_place = WRONG["energy_penalty"][-1][1]
+    outputs = checks.COST_TERMS.call(case, in_place, BUILTIN_TERMS["orientation_penalty"])
+    assert outputs["energy_penalty"]["modified"] and not outputs["orientation_penalty"]["modified"]
+    env = checks.build_env(case)
+    assert torch.equal(outputs["orientation_penalty"]["out"], ant.flat_orientation_l2(env))
+    env.close()
+
+
+def fall_penalty_lookup_table(env):
+    """Right on the fixed batch only (what a student could hard-code from a run of the reference):
+    the batch a graded run draws for the submission exposes it."""
+    fixed = checks.build_env(checks.batch_case())
+    on_fixed = torch.equal(env._packed, fixed._packed)
+    fixed.close()
+    return env.terminated.float() if on_fixed else torch.zeros(env.num_envs)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_terms_right_on_the_fixed_batch_only_are_caught(mode: str, tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_fall_term, fall_penalty_lookup_table, mode=mode, folder=tmp_path)
+    assert verdict is not None and "fall_penalty differs from the reference" in verdict
+    assert "a batch drawn for this submission" in verdict
+
+
+@pytest.mark.parametrize("outputs, message", [
+    ("garbage", "found no result"),
+    ({"fall_penalty": {"callable": True, "is_tensor": True, "type": "Tensor", "out": "<Foo>"}}, "torch tensor"),
+    ({"fall_penalty": {"callable": True, "is_tensor": True, "type": "Tensor", "out": torch.zeros(3)}}, "shape"),
+    ({"fall_penalty": [1, 2]}, "found no result"),
+])
+def test_the_judge_fails_clearly_on_outputs_of_any_kind(outputs: Any, message: str) -> None:
+    case = checks.batch_case()
+    with pytest.raises(AssertionError, match=message):
+        checks.FALL_TERM.judge(case, outputs if isinstance(outputs, dict) else {"out": outputs})
+
+
+def test_the_sandbox_halves_need_no_reference_term(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While grading, the functions in WITHHELD raise in the sandbox: the term checks' ``call`` and the
+    training check's ``record`` must run without them."""
+    def withheld(env: Any) -> torch.Tensor:
+        raise RuntimeError("withheld during grading")
+
+    students = {n: (lambda fn: lambda env: fn(env))(fn) for n, fn in BUILTIN_TERMS.items()}  # the student's copies
+    for name in checks.WITHHELD["rlcourse.envs.locomotion.ant"]:
+        assert callable(getattr(ant, name))
+        monkeypatch.setattr(ant, name, withheld)
+    monkeypatch.setattr(checks, "BUILTIN_TERMS", {n: withheld for n in TERM_NAMES})
+    case = checks.batch_case()
+    for check, names in TERM_CELLS.values():
+        outputs = getattr(checks, check).check.call(case, *(students[n] for n in names))
+        assert set(outputs) == set(names)
+    checks.record_training(_graded_cell())
+    # Every reference term is withheld.
+    assert set(checks.WITHHELD["rlcourse.envs.locomotion.ant"]) == {fn.__name__ for fn in BUILTIN_TERMS.values()}
 
 
 def test_the_fixed_batch_covers_the_cases_the_terms_must_handle(batch) -> None:
-    env, labels = batch
+    env = batch
+    labels = checks.batch_case()["labels"]
     assert env.num_envs == len(labels) == checks.BATCH_SIZE
     assert env.terminated.any() and (~env.terminated).any()
     assert env.time_outs.any() and not (env.time_outs & env.terminated).any()
@@ -187,9 +267,24 @@ def test_the_fixed_batch_covers_the_cases_the_terms_must_handle(batch) -> None:
     power = env.actions * env.dof_vel
     assert ((power > 0).any(dim=1) & (power < 0).any(dim=1)).all()
     # The same batch every time (the expected values are recomputed, but the states are fixed).
-    env2, labels2 = checks.state_batch()
-    assert labels2 == labels and torch.equal(env2._packed, env._packed) and torch.equal(env2.actions, env.actions)
+    env2 = checks.build_env(checks.batch_case())
+    assert torch.equal(env2._packed, env._packed) and torch.equal(env2.actions, env.actions)
     env2.close()
+
+
+def test_fresh_batches_depend_on_the_seed_and_hold_falls_and_time_outs() -> None:
+    fixed, a = checks.batch_cases(1)
+    b = checks.batch_case(2)
+    assert fixed["batch"] == "the fixed batch" and a["batch"] == "a batch drawn for this submission"
+    assert not torch.equal(a["qpos"], b["qpos"]) and not torch.equal(a["qpos"], fixed["qpos"])
+    assert torch.equal(checks.batch_case(1)["qpos"], a["qpos"])  # same seed, same batch
+    for case in (a, b):
+        assert case["terminated"].any() and case["time_outs"].any()
+        assert not (case["terminated"] & case["time_outs"]).any()
+    # The cases survive what grading does with them (torch.save, then a tensors-only load).
+    env = checks.build_env(a)
+    assert torch.equal(env.terminated, a["terminated"]) and torch.equal(env.actions, a["actions"])
+    env.close()
 
 
 # --------------------------------------------------------------------------- the helpers the graded cell uses
@@ -237,59 +332,115 @@ def test_forward_speed_meter_leaves_out_robots_that_restarted() -> None:
 
 
 # --------------------------------------------------------------------------- the training check
-class _Agent:
-    cfg = None
+# A cheaper re-measurement for the tests (the lab's SPEED_CHECK takes seconds): fewer robots and
+# windows, still enough that an untrained policy's random flailing averages out well below the mark.
+CHEAP_SPEED_CHECK = {"num_envs": 64, "warmup_windows": 2, "windows": 4}
 
 
-def _namespace(speed: float, iterations: int = 100) -> dict[str, Any]:
-    """What the graded cell leaves behind: ``result``, the trained ``agent``, the ``meter``, ``distances``."""
-    return {"result": {"forward_speed": speed, "iterations": iterations}, "agent": _Agent(),
+def _graded_cell(speed: float = 0.5, iterations: int = 100, **hyperparameters: Any) -> dict[str, Any]:
+    """What the graded cell leaves behind, without the training: an untrained PPO agent on the Ant
+    (the pinned hyperparameters unless overridden), ``result``, the ``meter`` and ``distances``."""
+    import rlcourse
+
+    env = rlcourse.envs.make("Ant", num_envs=4, seed=0, nthread=1)
+    agent = rlcourse.PPO(env, seed=0, **hyperparameters)
+    env.close()
+    return {"agent": agent, "result": {"forward_speed": speed, "iterations": iterations},
             "meter": SimpleNamespace(speeds=[0.1, speed]), "distances": [0.5, 1.5]}
 
 
 @pytest.fixture
 def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-    """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    return serve_pins(monkeypatch, tmp_path, LAB, PINS,
-                      config_dict="rlcourse.grading.lab3_reward_shaping.config_dict")
+    """The lab's pins, served from a copy; the grader's re-measurement made cheap."""
+    monkeypatch.setattr(checks, "SPEED_CHECK", CHEAP_SPEED_CHECK)
+    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
 
 
-@pytest.mark.parametrize("offset, passes", [(0.0, True), (0.5, True), (-0.001, False), (-0.5, False)])
-def test_training_check_compares_with_the_pinned_pass_mark(pinned: dict[str, Any], offset: float,
-                                                           passes: bool) -> None:
-    ns = _namespace(pinned["threshold"] + offset)
-    if passes:
+def _verdict(ns: dict[str, Any], mode: str, folder: Path) -> str | None:
+    """The training check's verdict; a failure of the sandbox half (which stops the cell) as its message."""
+    try:
+        return check_verdict(checks.check_training, ns, mode=mode, folder=folder)
+    except AssertionError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_re_measures_the_recorded_policy(pinned: dict[str, Any], mode: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    ns = _graded_cell()
+    verdict = _verdict(ns, mode, tmp_path / "a")
+    assert verdict is not None and "below the pinned pass mark" in verdict
+    assert not shows_number(verdict, pinned["threshold"])
+    # What the notebook measured does not count: a forged speed changes nothing.
+    ns["result"]["forward_speed"] = 10.0
+    assert "below the pinned pass mark" in _verdict(ns, mode, tmp_path / "b")
+    # The same policy passes a pass mark it reaches (the grader's own measurement decides).
+    monkeypatch.setitem(pinned, "threshold", -10.0)
+    serve_pins(monkeypatch, tmp_path / "pins", LAB, pinned)
+    assert _verdict(ns, mode, tmp_path / "c") is None
+
+
+def test_the_re_measurement_depends_on_the_seed_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same seed, same speed; another seed, other robots and exploration noise."""
+    import rlcourse
+
+    monkeypatch.setattr(checks, "SPEED_CHECK", CHEAP_SPEED_CHECK)
+    agent = _graded_cell()["agent"]
+    speeds = []
+    for seed in (1, 1, 2):
+        env = rlcourse.envs.make("Ant", num_envs=CHEAP_SPEED_CHECK["num_envs"], seed=seed, nthread=1)
+        speeds.append(checks.training_speed(agent, env, seed))
+        env.close()
+    assert speeds[0] == speeds[1] != speeds[2] and all(math.isfinite(v) for v in speeds)
+    assert abs(speeds[0]) < PINS["threshold"]  # an untrained policy does not walk
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_refuses_a_short_run(pinned: dict[str, Any], mode: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(pinned, "threshold", -10.0)
+    serve_pins(monkeypatch, tmp_path / "pins", LAB, pinned)
+    assert "fewer PPO iterations" in _verdict(_graded_cell(iterations=99), mode, tmp_path)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_needs_what_the_training_cell_leaves(pinned: dict[str, Any], mode: str,
+                                                            tmp_path: Path) -> None:
+    ns = _graded_cell()
+    assert "must leave `result`" in _verdict({"agent": ns["agent"]}, mode, tmp_path / "a")
+    assert "must leave the trained `agent`" in _verdict({"result": ns["result"]}, mode, tmp_path / "b")
+    assert "an rlcourse PPO agent" in _verdict({**ns, "agent": SimpleNamespace(cfg=None)}, mode, tmp_path / "c")
+
+
+def test_training_check_refuses_a_run_with_other_hyperparameters(pinned: dict[str, Any], tmp_path: Path) -> None:
+    ns = _graded_cell(learning_rate=0.5)
+    verdict = check_verdict(checks.check_training, ns, mode="graded", folder=tmp_path)
+    assert verdict is not None and "learning_rate: pinned" in verdict and f"rlcourse pin {LAB}" in verdict
+    with pytest.raises(RuntimeError, match=f"learning_rate: pinned .* now 0.5.*rlcourse pin {LAB}"):
         checks.check_training(ns)
-    else:
-        with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
-            checks.check_training(ns)
-        assert not shows_number(str(info.value), pinned["threshold"])
 
 
-def test_training_check_refuses_nan_and_a_short_run(pinned: dict[str, Any]) -> None:
-    with pytest.raises(AssertionError, match="below the pinned pass mark"):
-        checks.check_training(_namespace(float("nan")))
+def test_training_check_refuses_records_that_do_not_fit(pinned: dict[str, Any]) -> None:
+    record = checks.record_training(_graded_cell())
+    with pytest.raises(AssertionError, match="did not leave a trained PPO agent"):
+        checks.judge_training({**record, "algo": "sac"}, seed=1)
+    with pytest.raises(AssertionError, match="did not leave a trained PPO agent"):
+        checks.judge_training({"modules": record["modules"]}, seed=1)
+    with pytest.raises(AssertionError, match="network 'obs_normalizer' was not recorded"):
+        checks.judge_training({**record, "modules": {"actor_critic": record["modules"]["actor_critic"]}}, seed=1)
+    wrong_shape = {**record["modules"], "actor_critic": {"weight": torch.zeros(3, 3)}}
+    with pytest.raises(AssertionError, match="network 'actor_critic' does not fit"):
+        checks.judge_training({**record, "modules": wrong_shape}, seed=1)
+    strings = {**record["modules"], "obs_normalizer": {"mean": "<Foo>"}}
+    with pytest.raises(AssertionError, match="network 'obs_normalizer' does not fit"):
+        checks.judge_training({**record, "modules": strings}, seed=1)
     with pytest.raises(AssertionError, match="fewer PPO iterations"):
-        checks.check_training(_namespace(10.0, iterations=99))
+        checks.judge_training({**record, "measured": {**record["measured"], "iterations": "100"}}, seed=1)
 
 
-def test_training_check_needs_what_the_training_cell_leaves(pinned: dict[str, Any]) -> None:
-    with pytest.raises(AssertionError, match="must leave `result`"):
-        checks.check_training({"agent": _Agent()})
-    with pytest.raises(AssertionError, match="must leave the trained `agent`"):
-        checks.check_training({"result": {"forward_speed": 10.0, "iterations": 100}})
-
-
-def test_training_check_refuses_a_run_with_other_hyperparameters(pinned: dict[str, Any],
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    edited = {**PINS["agent_config"], "learning_rate": 1.0}
-    monkeypatch.setattr("rlcourse.grading.lab3_reward_shaping.config_dict", lambda cfg: edited)
-    with pytest.raises(RuntimeError, match=f"learning_rate: pinned .* now 1.0.*rlcourse pin {LAB}"):
-        checks.check_training(_namespace(10.0))
-
-
-def test_measure_reads_the_graded_cell(pinned: dict[str, Any]) -> None:
-    measured = checks.measure(_namespace(0.4))
+def test_measure_reads_the_graded_cell() -> None:
+    ns = _graded_cell(0.4)
+    measured = checks.measure(ns)
     assert measured == {"forward_speed": 0.4, "iterations": 100, "speeds": [0.1, 0.4],
                         "forward_distance_mean": 1.0, "agent_config": PINS["agent_config"]}
     json.dumps(measured)
