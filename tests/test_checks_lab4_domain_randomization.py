@@ -1,14 +1,19 @@
-"""Lab 4 (domain randomization) hidden checks, in-process, and the env's override hook.
+"""Lab 4 (domain randomization) hidden checks in both modes, and the env's override hook.
 
-The references are the building blocks of :mod:`rlcourse.envs.locomotion.randomization`: they
-pass every check; every wrong implementation a student is likely to write is rejected with a
-message that names the mistake and shows no expected numbers; the override hook plugs a
-student's functions into the env; the training check compares with the pinned pass mark. (The
-full nbgrader round trip of the lab is in tests/test_labs_roundtrip.py.)
+Every check runs in two modes (``grading_helpers.MODES``): in-process (the entry point, as in
+the instructor's notebook) and graded (``judge.simulate``: the student's half as in the sandbox,
+its records reloaded as tensors only, judged by the grader's half). The references are the
+building blocks of :mod:`rlcourse.envs.locomotion.randomization`: they pass every check; every
+wrong implementation a student is likely to write is rejected with a message that names the
+mistake and shows no expected numbers; the override hook plugs a student's functions into the
+env; the training check re-evaluates the recorded nominal policy (the shipped walker here, no
+training) and compares with the pinned pass mark. (The full nbgrader round trip of the lab is
+in tests/test_labs_roundtrip.py.)
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import math
 import re
@@ -21,10 +26,13 @@ import pytest
 import torch
 
 import rlcourse
+import rlcourse.pretrained
 from rlcourse.envs.locomotion import randomization as reference
+from rlcourse.grading import common
 from rlcourse.grading import lab4_domain_randomization as checks
+from rlcourse.grading.hidden import plain
 
-from grading_helpers import serve_pins, shows_number
+from grading_helpers import MODES, check_verdict, serve_pins, shows_number
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab4_domain_randomization"
@@ -193,34 +201,68 @@ def _cell(source: str) -> dict[str, Any]:
 def _no_expected_numbers(message: str) -> None:
     """Failure messages end up in the feedback: no exact moments of the hidden sampler cases and
     no action the latency buffer should have returned."""
-    for case in checks.sampler_cases():
-        for key in ("mean", "std", "log_mean", "log_std"):
-            if key in case and case[key] not in (0.0, 1.0):
-                assert f"{case[key]:.4f}" not in message and f"{case[key]:.3f}" not in message, message
-    for value in checks.latency_case()["actions"].flatten().tolist():
-        assert f"{value:.3f}" not in message, message
+    for case in checks.sampler_cases(1):
+        if case["kind"] == "draws":
+            for value in checks.expected_moments(case).values():
+                if value not in (0.0, 1.0, 1.8, 3.0):
+                    assert f"{value:.4f}" not in message and f"{value:.3f}" not in message, message
+    for case in checks.noise_latency_cases(1):
+        if case["kind"] == "buffer":
+            for value in case["actions"].flatten().tolist():
+                assert f"{value:.3f}" not in message, message
+
+
+def _verdict(entry: Callable, *args: Any, mode: str, folder: Path) -> str | None:
+    verdict = check_verdict(entry, *args, mode=mode, folder=folder)
+    if verdict is not None:
+        _no_expected_numbers(verdict)
+    return verdict
 
 
 # --------------------------------------------------------------------------- sampler check
-def test_sampler_check_accepts_the_reference() -> None:
-    checks.check_sampler(reference.sample, reference.randomize)
+@pytest.mark.parametrize("mode", MODES)
+def test_sampler_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
+    assert _verdict(checks.check_sampler, reference.sample, reference.randomize, mode=mode, folder=tmp_path) is None
 
 
-def test_sampler_check_accepts_a_different_correct_sampler() -> None:
-    """Statistics, not equality with the reference stream: inverse-CDF / Box-Muller samplers pass."""
-
-    def other(distribution, low, high, size, generator):
-        u = 1.0 - torch.rand(size, generator=generator, dtype=torch.float64)     # (0, 1]
-        if distribution == "uniform":
-            return high - (high - low) * u
-        if distribution == "loguniform":
-            return high * torch.pow(low / high, 1.0 - u) if low != high else torch.full(size, float(low), dtype=torch.float64)
-        z = torch.sqrt(-2.0 * torch.log(u)) * torch.cos(2 * math.pi * torch.rand(size, generator=generator, dtype=torch.float64))
-        return low + high * z
-
-    checks.check_sampler(other, reference.randomize)
+def other_correct_sampler(distribution, low, high, size, generator):
+    """Inverse-CDF / Box-Muller: another random stream than the reference's, the same distributions."""
+    u = 1.0 - torch.rand(size, generator=generator, dtype=torch.float64)     # (0, 1]
+    if distribution == "uniform":
+        return high - (high - low) * u
+    if distribution == "loguniform":
+        return high * torch.pow(low / high, 1.0 - u) if low != high else torch.full(size, float(low), dtype=torch.float64)
+    z = torch.sqrt(-2.0 * torch.log(u)) * torch.cos(2 * math.pi * torch.rand(size, generator=generator, dtype=torch.float64))
+    return low + high * z
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_sampler_check_accepts_a_different_correct_sampler(mode: str, tmp_path: Path) -> None:
+    """Statistics, not equality with the reference stream."""
+    assert _verdict(checks.check_sampler, other_correct_sampler, reference.randomize, mode=mode,
+                    folder=tmp_path) is None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_fresh_cases_pass_the_reference_and_depend_on_the_seed(seed: int, tmp_path: Path) -> None:
+    from rlcourse.grading import judge
+
+    assert judge.simulate(checks.SAMPLER, other_correct_sampler, reference.randomize, seed=seed,
+                          folder=tmp_path / "s") is None
+    assert judge.simulate(checks.NOISE_LATENCY, reference.add_obs_noise, reference.draw_latency,
+                          reference.ActionLatency, seed=seed, folder=tmp_path / "n") is None
+    def ranges(cases: list[dict[str, Any]]) -> list[tuple[str, float, float]]:
+        return [(c["distribution"], c["low"], c["high"]) for c in cases if c["kind"] == "draws"]
+
+    fixed = ranges(checks.sampler_cases())
+    fresh = [r for r in ranges(checks.sampler_cases(seed)) if r not in fixed]
+    assert len(fresh) == 3 and fresh != [r for r in ranges(checks.sampler_cases(seed + 10)) if r not in fixed]
+    buffers = [c for c in checks.noise_latency_cases(seed) if c["kind"] == "buffer"]
+    again = [c for c in checks.noise_latency_cases(seed) if c["kind"] == "buffer"]
+    assert len(buffers) == 2 and torch.equal(buffers[1]["actions"], again[1]["actions"])   # same seed, same case
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
@@ -231,25 +273,29 @@ def test_sampler_check_accepts_a_different_correct_sampler() -> None:
         (global_rng, "only from `generator`"),
         (uniform_ignores_low, "outside"),
         (one_draw_per_row, "independent"),
+        (lambda *args: object(), "must return a torch tensor"),
+        (lambda *args: "draws", "must return a torch tensor"),
+        (lambda *args: 1 / 0, "raised an error on a hidden case: ZeroDivisionError"),
     ],
 )
-def test_sampler_check_rejects_wrong_samplers(wrong: Callable, message: str) -> None:
-    with pytest.raises(AssertionError, match=re.escape(message)) as info:
-        checks.check_sampler(wrong, reference.randomize)
-    _no_expected_numbers(str(info.value))
+def test_sampler_check_rejects_wrong_samplers(wrong: Callable, message: str, mode: str, tmp_path: Path) -> None:
+    verdict = _verdict(checks.check_sampler, wrong, reference.randomize, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
-    [(randomize_swapped, "does not apply"), (randomize_no_error, "ValueError"), (randomize_in_place, "in place")],
+    [(randomize_swapped, "does not apply"), (randomize_no_error, "ValueError"), (randomize_in_place, "in place"),
+     (lambda nominal, draws, op: [1.0], "must return a torch tensor")],
 )
-def test_sampler_check_rejects_wrong_randomize(wrong: Callable, message: str) -> None:
-    with pytest.raises(AssertionError, match=message) as info:
-        checks.check_sampler(reference.sample, wrong)
-    _no_expected_numbers(str(info.value))
+def test_sampler_check_rejects_wrong_randomize(wrong: Callable, message: str, mode: str, tmp_path: Path) -> None:
+    verdict = _verdict(checks.check_sampler, reference.sample, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
 
 
-def test_statistical_tolerance_is_tight_enough_to_see_small_errors() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_statistical_tolerance_is_tight_enough_to_see_small_errors(mode: str, tmp_path: Path) -> None:
     """6 standard errors of 200,000 draws: a 5 % error of a uniform's width is far outside."""
     se_mean = (1.5 - 0.5) / math.sqrt(12 * checks.SAMPLE_SIZE)
     assert checks.Z_TOLERANCE * se_mean < 0.05 * 0.1
@@ -259,16 +305,23 @@ def test_statistical_tolerance_is_tight_enough_to_see_small_errors() -> None:
             return reference.sample(distribution, low, high - 0.05 * (high - low), size, generator)
         return reference.sample(distribution, low, high, size, generator)
 
-    with pytest.raises(AssertionError, match="further from") as info:
-        checks.check_sampler(slightly_narrow, reference.randomize)
-    _no_expected_numbers(str(info.value))
+    verdict = _verdict(checks.check_sampler, slightly_narrow, reference.randomize, mode=mode, folder=tmp_path)
+    assert verdict is not None and "further from" in verdict
 
 
 # --------------------------------------------------------------------------- noise / latency check
-def test_noise_latency_check_accepts_the_reference() -> None:
-    checks.check_noise_latency(reference.add_obs_noise, reference.draw_latency, reference.ActionLatency)
+@pytest.mark.parametrize("mode", MODES)
+def test_noise_latency_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
+    assert _verdict(checks.check_noise_latency, reference.add_obs_noise, reference.draw_latency,
+                    reference.ActionLatency, mode=mode, folder=tmp_path) is None
 
 
+class LatencyReturnsNothing(reference.ActionLatency):
+    def step(self, actions):
+        super().step(actions)                        # forgets the return
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "noise, draw, cls, message",
     [
@@ -282,25 +335,60 @@ def test_noise_latency_check_accepts_the_reference() -> None:
         (reference.add_obs_noise, reference.draw_latency, LatencyOffByOne, "wrong action"),
         (reference.add_obs_noise, reference.draw_latency, LatencyKeepsHistory, "after a reset"),
         (reference.add_obs_noise, reference.draw_latency, LatencyIgnoresDelays, "wrong action"),
+        (reference.add_obs_noise, reference.draw_latency, LatencyReturnsNothing, "must return a torch tensor"),
     ],
 )
-def test_noise_latency_check_rejects_wrong_implementations(noise, draw, cls, message: str) -> None:
-    with pytest.raises(AssertionError, match=message) as info:
-        checks.check_noise_latency(noise, draw, cls)
-    _no_expected_numbers(str(info.value))
+def test_noise_latency_check_rejects_wrong_implementations(noise, draw, cls, message: str, mode: str,
+                                                           tmp_path: Path) -> None:
+    verdict = _verdict(checks.check_noise_latency, noise, draw, cls, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
 
 
-def test_wrong_solution_cells_fail_only_their_own_check() -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_wrong_solution_cells_fail_only_their_own_check(mode: str, tmp_path: Path) -> None:
     wrong_sampler = _cell(WRONG_SAMPLER_CELL)
-    with pytest.raises(AssertionError, match="standard deviation") as info:
-        checks.check_sampler(wrong_sampler["sample"], wrong_sampler["randomize"])
-    _no_expected_numbers(str(info.value))
+    verdict = _verdict(checks.check_sampler, wrong_sampler["sample"], wrong_sampler["randomize"], mode=mode,
+                       folder=tmp_path / "a")
+    assert verdict is not None and "standard deviation" in verdict
     wrong_noise = _cell(WRONG_NOISE_CELL)
-    with pytest.raises(AssertionError, match="in place") as info:
-        checks.check_noise_latency(wrong_noise["add_obs_noise"], wrong_noise["draw_latency"], wrong_noise["ActionLatency"])
-    _no_expected_numbers(str(info.value))
+    verdict = _verdict(checks.check_noise_latency, wrong_noise["add_obs_noise"], wrong_noise["draw_latency"],
+                       wrong_noise["ActionLatency"], mode=mode, folder=tmp_path / "b")
+    assert verdict is not None and "in place" in verdict
     # The rest of that cell is right.
-    checks.check_noise_latency(reference.add_obs_noise, wrong_noise["draw_latency"], wrong_noise["ActionLatency"])
+    assert _verdict(checks.check_noise_latency, reference.add_obs_noise, wrong_noise["draw_latency"],
+                    wrong_noise["ActionLatency"], mode=mode, folder=tmp_path / "c") is None
+
+
+@pytest.mark.parametrize(
+    "check, outputs, message",
+    [
+        (checks.judge_sampler, {"x": "<Foo>", "y": None}, "must return a torch tensor, got <Foo>"),
+        (checks.judge_sampler, {"x": torch.zeros(3, dtype=torch.complex128)}, "size="),
+        (checks.judge_noise_latency, {"steps": "<generator>", "modified": []}, "at every step"),
+        (checks.judge_noise_latency, {"steps": [torch.zeros(2)] * 14, "modified": [False] * 14}, "must return"),
+    ],
+)
+def test_judges_fail_clearly_on_garbage_records(check: Callable, outputs: dict[str, Any], message: str) -> None:
+    """While grading, the records come from the sandbox: any content fails with a message."""
+    cases = checks.sampler_cases() if check is checks.judge_sampler else checks.noise_latency_cases()
+    case = next(c for c in cases if c["kind"] in ("draws", "buffer"))
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        check(case, outputs)
+
+
+def test_withheld_names_are_student_functions_the_graded_cell_never_runs() -> None:
+    """``WITHHELD`` names what the student writes, and nothing the graded cell runs while grading
+    calls them (the module's comment says why sample, randomize and ActionLatency are not withheld)."""
+    ((module, names),) = checks.WITHHELD.items()
+    tree = ast.parse((REPO / (module.replace(".", "/") + ".py")).read_text())
+    defined = {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+    assert set(names) <= defined & {"sample", "randomize", "add_obs_noise", "draw_latency", "ActionLatency"}
+    # The env never calls add_obs_noise, and draws delays (draw_latency) only for an
+    # action_latency term, which neither the graded cell's training config nor its sweep has.
+    env_class = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DomainRandomization")
+    assert "add_obs_noise" not in {n.id for n in ast.walk(env_class) if isinstance(n, ast.Name)}
+    assert "action_latency" not in PINS["protocol"]["test_training"]
+    assert "action_latency" not in checks.EVALUATION["sweep"]
 
 
 # --------------------------------------------------------------------------- the env hook
@@ -379,14 +467,32 @@ def test_override_rejects_a_sampler_with_the_wrong_shape() -> None:
 
 # --------------------------------------------------------------------------- training check
 GRID_SHAPE = np.shape(PINS["runs"][0]["measured"]["randomized_grid"])
+# The grader's re-evaluation cut to one cell of the sweep and one episode (a fraction of a second).
+QUICK_EVALUATION = {"task": "Ant", "sweep": {"friction": [1.0], "added_mass": [0.0]}, "episodes": 1,
+                    "num_envs": 1, "env_kwargs": {"episode_length": 300}}
+# The evaluation seed of each mode: the fixed one in-process, judge.simulate's default while graded.
+EVAL_SEEDS = {"in_process": None, "graded": 12345}
 
 
-def _namespace(randomized: float, nominal: float) -> dict[str, Any]:
+@pytest.fixture(scope="module")
+def walker() -> Any:
+    """The nominal policy the graded cell leaves as `agent`, without the fine-tuning: the shipped
+    walker (an Ant PPO with the pinned hyperparameters), loaded the way the cell loads it."""
+    env = rlcourse.envs.make("Ant", num_envs=4, seed=0)
+    yield rlcourse.pretrained.load("ant_walker", env=env)
+    env.close()
+
+
+def _pins(monkeypatch: pytest.MonkeyPatch, folder: Path, threshold: float) -> dict[str, Any]:
+    """The lab's pins with ``threshold`` as the pass mark, served from a copy; the grader's sweep
+    cut short. The agent-config check sees the agents' real config."""
+    monkeypatch.setattr(checks, "EVALUATION", QUICK_EVALUATION)
+    return serve_pins(monkeypatch, folder, LAB, {**PINS, "threshold": threshold}, config_dict=None)
+
+
+def _namespace(agent: Any, randomized: float, nominal: float) -> dict[str, Any]:
     """What the graded cell leaves behind: ``result`` with both policies' grids (means as given,
     a worst cell 40 below) and the trained ``agent``."""
-    class Agent:
-        cfg = None
-
     result = {}
     for name, mean in (("randomized", randomized), ("nominal", nominal)):
         grid = np.full(GRID_SHAPE, mean, dtype=float)
@@ -394,61 +500,71 @@ def _namespace(randomized: float, nominal: float) -> dict[str, Any]:
         grid[0, 1] = mean + 40.0
         result[name] = {"grid": grid.round(3).tolist(), "worst_case_return": float(grid.min()),
                         "mean_return": float(grid.mean())}
-    return {"result": result, "agent": Agent()}
+    return {"result": result, "agent": agent}
 
 
-@pytest.fixture
-def pinned(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
-    """The lab's pins, served from a copy; the agent's config check sees the pinned config."""
-    return serve_pins(monkeypatch, tmp_path, LAB, PINS)
+def _training_verdict(ns: dict[str, Any], mode: str, folder: Path) -> str | None:
+    """The training check's verdict in ``mode``. While grading, a `result` that :func:`measure`
+    refuses stops the sandbox half: the cell fails with that error, which the student reads."""
+    try:
+        return check_verdict(checks.check_training, ns, mode=mode, folder=folder)
+    except AssertionError as exc:
+        assert mode == "graded"
+        return str(exc)
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_re_evaluates_the_nominal_policy(walker: Any, mode: str, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The nominal mean the randomized one must beat is the grader's own evaluation of the recorded
+    nominal policy (fresh seed while grading): a forged nominal grid changes nothing."""
+    _pins(monkeypatch, tmp_path / "pins", threshold=1.0)
+    record = plain(checks.record_training(_namespace(walker, 0.0, 0.0)))
+    nominal = checks.evaluate_nominal(record, EVAL_SEEDS[mode])
+    assert _training_verdict(_namespace(walker, nominal + 1.0, 0.0), mode, tmp_path / "a") is None
+    verdict = _training_verdict(_namespace(walker, nominal - 1.0, 0.0), mode, tmp_path / "b")
+    assert verdict is not None and "not higher than the nominal" in verdict
+    assert not shows_number(verdict, round(nominal, 1))
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("offset, passes", [(0.0, True), (50.0, True), (-1.0, False), (-200.0, False)])
-def test_training_check_compares_with_the_pinned_pass_mark(pinned: dict[str, Any], offset: float,
-                                                           passes: bool) -> None:
-    t = pinned["threshold"]
-    ns = _namespace(t + offset, t + offset - 10.0)
+def test_training_check_compares_with_the_pinned_pass_mark(walker: Any, offset: float, passes: bool, mode: str,
+                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A pass mark above any nominal policy's return: the pass mark alone decides.
+    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
+    verdict = _training_verdict(_namespace(walker, t + offset, t + offset - 10.0), mode, tmp_path)
     if passes:
-        checks.check_training(ns)
+        assert verdict is None
     else:
-        with pytest.raises(AssertionError, match="below the pinned pass mark") as info:
-            checks.check_training(ns)
-        assert not shows_number(str(info.value), t)
+        assert verdict is not None and "below the pinned pass mark" in verdict
+        assert not shows_number(verdict, t) and not shows_number(verdict, PINS["threshold"])
 
 
-@pytest.mark.parametrize("nominal_above", [80.0, 0.0])
-def test_training_check_needs_the_randomized_mean_above_the_nominal_one(pinned: dict[str, Any],
-                                                                      nominal_above: float) -> None:
-    """Above the pass mark is not enough: the randomized mean must beat the nominal one (a tie fails)."""
-    t = pinned["threshold"]
-    with pytest.raises(AssertionError, match="not higher than the nominal") as info:
-        checks.check_training(_namespace(t + 5, t + 5 + nominal_above))
-    assert not shows_number(str(info.value), t)
-
-
-def test_training_check_grades_the_mean_not_the_worst_cell(pinned: dict[str, Any]) -> None:
-    ns = _namespace(pinned["threshold"] + 50, pinned["threshold"])
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_grades_the_mean_not_the_worst_cell(walker: Any, mode: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
+    ns = _namespace(walker, t + 50, t)
     randomized, nominal = ns["result"]["randomized"], ns["result"]["nominal"]
     randomized["grid"][-1][-1] = nominal["worst_case_return"] - 1.0
     randomized["worst_case_return"] = nominal["worst_case_return"] - 1.0
     randomized["mean_return"] = float(np.mean(randomized["grid"]))
-    checks.check_training(ns)
+    assert _training_verdict(ns, mode, tmp_path) is None
 
 
-def test_training_check_accepts_the_rounded_grid_the_cell_stores(pinned: dict[str, Any]) -> None:
+@pytest.mark.parametrize("mode", MODES)
+def test_training_check_accepts_the_rounded_grid_the_cell_stores(walker: Any, mode: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The cell stores the grid rounded to 3 decimals next to the exact minimum and mean."""
-    ns = _namespace(pinned["threshold"] + 10, pinned["threshold"])
+    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
+    ns = _namespace(walker, t + 10, t)
     ns["result"]["randomized"]["worst_case_return"] += 0.0004
     ns["result"]["randomized"]["mean_return"] += 0.0004
-    checks.check_training(ns)
+    assert _training_verdict(ns, mode, tmp_path) is None
 
 
-def _edited(change: Callable[[dict[str, Any]], None], threshold: float) -> dict[str, Any]:
-    ns = _namespace(threshold + 10, threshold)
-    change(ns)
-    return ns
-
-
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -459,20 +575,84 @@ def _edited(change: Callable[[dict[str, Any]], None], threshold: float) -> dict[
         (lambda ns: ns["result"]["nominal"].update(grid=ns["result"]["nominal"]["grid"][:-1]), "nominal grid must hold"),
         (lambda ns: ns["result"]["randomized"]["grid"][1].__setitem__(1, math.nan), "randomized grid must hold"),
         (lambda ns: ns.pop("agent"), "trained `agent`"),
+        (lambda ns: ns.update(agent=type("Agent", (), {"cfg": None})()), "an rlcourse PPO agent"),
     ],
 )
-def test_training_check_refuses_an_incomplete_result(pinned: dict[str, Any], change: Callable, message: str) -> None:
-    with pytest.raises(AssertionError, match=re.escape(message)) as info:
-        checks.check_training(_edited(change, pinned["threshold"]))
-    assert not shows_number(str(info.value), pinned["threshold"])
+def test_training_check_refuses_an_incomplete_result(walker: Any, change: Callable, message: str, mode: str,
+                                                     tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    t = _pins(monkeypatch, tmp_path / "pins", threshold=PINS["threshold"])["threshold"]
+    ns = _namespace(walker, t + 10, t)
+    change(ns)
+    if "agent" in ns and ns["agent"] is not walker:
+        monkeypatch.setattr(common, "config_dict", lambda cfg: dict(PINS["agent_config"]))
+    verdict = _training_verdict(ns, mode, tmp_path)
+    assert verdict is not None and message in verdict
+    assert not shows_number(verdict, t)
 
 
-def test_training_check_refuses_a_run_with_other_hyperparameters(pinned: dict[str, Any],
+def test_training_check_refuses_a_run_with_other_hyperparameters(tmp_path: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    edited = {**PINS["agent_config"], "learning_rate": 1.0}
-    monkeypatch.setattr("rlcourse.grading.common.config_dict", lambda cfg: edited)
+    """An edited preset: the instructor must re-pin (in-process an error, while grading the reason)."""
+    _pins(monkeypatch, tmp_path / "pins", threshold=1.0)
+    env = rlcourse.envs.make("Ant", num_envs=2, seed=0)
+    agent = rlcourse.PPO(env, seed=0, preset=None, **{**PINS["agent_config"], "learning_rate": 1.0})
+    env.close()
+    ns = _namespace(agent, 2000.0, 0.0)
     with pytest.raises(RuntimeError, match=f"learning_rate: pinned .* now 1.0.*rlcourse pin {LAB}"):
-        checks.check_training(_namespace(PINS["threshold"] + 10, PINS["threshold"]))
+        checks.check_training(ns)
+    verdict = _training_verdict(ns, "graded", tmp_path)
+    assert verdict is not None and "learning_rate: pinned" in verdict and f"rlcourse pin {LAB}" in verdict
+
+
+def _forge(record: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of ``record`` with the entry at ``path`` replaced (``None``: removed)."""
+    record = {**record, "measured": dict(record["measured"]), "modules": dict(record["modules"])}
+    *parents, key = path
+    target = record
+    for p in parents:
+        target = target[p]
+    if value is None:
+        target.pop(key)
+    else:
+        target[key] = value
+    return record
+
+
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("modules", "actor_critic"), {"weight": torch.zeros(3, 3)}, "network 'actor_critic' does not fit"),
+        (("modules", "obs_normalizer"), None, "network 'obs_normalizer' was not recorded"),
+        (("modules",), "<dict>", "network 'actor_critic' was not recorded"),
+        (("algo",), "sac", "did not leave a trained PPO agent"),
+        (("measured",), "<Foo>", "must leave `result`"),
+        (("measured", "agent_config"), None, "must leave `result`"),
+        (("measured", "randomized_grid"), "<ndarray>", "randomized grid must hold"),
+        (("measured", "nominal_grid"), [[1.0, 2.0]], "nominal grid must hold"),
+        (("measured", "randomized_mean"), "nan", "randomized mean_return is not the mean of its grid"),
+        (("measured", "randomized_mean"), 9e9, "randomized mean_return is not the mean of its grid"),
+    ],
+)
+def test_training_judge_refuses_forged_or_broken_records(walker: Any, path: tuple[str, ...], value: Any,
+                                                         message: str, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """While grading, the record comes from the sandbox: whatever it holds fails with a message."""
+    _pins(monkeypatch, tmp_path / "pins", threshold=1.0)
+    record = plain(checks.record_training(_namespace(walker, 2000.0, 0.0)))
+    with pytest.raises(AssertionError, match=re.escape(message)):
+        checks.judge_training(_forge(record, path, value), seed=1)
+
+
+def test_evaluation_repeats_the_graded_cells_sweep() -> None:
+    """The grader sweeps the recorded policy like the graded cell does (only the seed differs)."""
+    cell = common.protocol(REPO / "solutions" / LAB / f"{LAB}.ipynb")["test_training"]
+    constants = {t.id: ast.literal_eval(node.value) for node in ast.parse(cell).body
+                 if isinstance(node, ast.Assign) for t in node.targets
+                 if isinstance(t, ast.Name) and t.id in ("TASK", "SWEEP", "SWEEP_EPISODES", "SWEEP_EPISODE_LENGTH")}
+    assert checks.EVALUATION == {"task": constants["TASK"], "sweep": constants["SWEEP"],
+                                 "episodes": constants["SWEEP_EPISODES"], "num_envs": constants["SWEEP_EPISODES"],
+                                 "env_kwargs": {"episode_length": constants["SWEEP_EPISODE_LENGTH"]}}
+    assert "num_envs=SWEEP_EPISODES" in cell and 'env_kwargs={"episode_length": SWEEP_EPISODE_LENGTH}' in cell
 
 
 def test_pins_record_how_they_were_made() -> None:

@@ -1,24 +1,31 @@
 """Hidden checks of lab 4 (domain randomization): samplers, observation noise, action latency, training.
 
 The hidden test cells of ``solutions/lab4_domain_randomization/lab4_domain_randomization.ipynb``
-call these functions. The references are the building blocks of
-:mod:`rlcourse.envs.locomotion.randomization` (``sample``, ``randomize``, ``add_obs_noise``,
-``draw_latency``, ``ActionLatency``). Three kinds of checks:
+call the entry points at the end of this module. Each check is in two halves
+(:mod:`rlcourse.grading.hidden`): ``call`` runs the student's functions on a case (in the grading
+sandbox) and returns what they produced: the draws, the noisy observations, the delayed actions;
+``judge`` computes the statistics and the reference (the building blocks of
+:mod:`rlcourse.envs.locomotion.randomization`) on the same case (in the grader's process). The
+cases are fixed ones plus fresh random ones drawn from a seed the grader picks per submission.
+Three kinds of judgement:
 
 * **exact**, for what is pure: shapes, dtypes, bounds, ``low == high``, seeded
   reproducibility, that the given ``torch.Generator`` (and only it) is used, the
   ``scaling``/``additive`` operation, and the action-latency buffer step by step against the
-  reference :class:`ActionLatency` on a fixed action sequence with resets;
+  reference :class:`ActionLatency` on an action sequence with resets;
 * **statistical**, for the distributions: a mean (or standard deviation, or frequency) of
   :data:`SAMPLE_SIZE` draws must lie within :data:`Z_TOLERANCE` standard errors of the exact
   value of the distribution asked for. The standard error is computed from the distribution
   itself (e.g. ``(b - a) / sqrt(12 n)`` for the mean of a uniform), so a correct sampler fails a
   statistic with probability < 1e-8 whatever its random stream: implementations may draw
   differently from the reference (inverse CDF, ``torch.distributions``, ...);
-* **training**: the graded cell fine-tunes the shipped walking Ant twice, without randomization
-  and with the student's functions, and evaluates both over a friction x payload grid. Graded:
-  the randomized policy's **mean over the grid** reaches the pinned pass mark **and** beats the
+* **training**: the graded cell fine-tunes the shipped walking Ant twice, with the student's
+  randomization and without, and evaluates both over a friction x payload grid. Graded: the
+  randomized policy's **mean over the grid** reaches the pinned pass mark **and** beats the
   nominal policy's mean. The worst cells are recorded, not graded (they depend on the CPU).
+  The grader re-evaluates the nominal policy itself from its recorded networks (the trained
+  ``agent`` the cell leaves); the randomized policy is not left in the notebook's namespace
+  (``agent`` is reassigned by the cell's loop), so its mean is the one the cell measured.
 """
 
 from __future__ import annotations
@@ -29,14 +36,25 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
-from rlcourse.envs.locomotion.randomization import ActionLatency, randomize
+from rlcourse.envs.locomotion import randomization as reference
 from rlcourse.grading import common
 from rlcourse.grading.common import check_agent_config, check_at_least, fail, load_pins, margin_pass_mark
+from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point, plain
 
 LAB = "lab4_domain_randomization"
 PIN_SEEDS = (0, 1, 2, 3, 4)
 # Pass mark: round(MARGIN * the lowest reference seed's randomized mean over the grid).
 MARGIN = 0.5
+# The graded cell's sweep, which the grader repeats on the recorded policy (fresh seed).
+EVALUATION = {"task": "Ant", "sweep": {"friction": [0.03, 0.1, 1.0], "added_mass": [0.0, 15.0, 30.0]},
+              "episodes": 4, "num_envs": 4, "env_kwargs": {"episode_length": 300}}
+# Reference implementations a submission may not use while it is graded (rlcourse.grading.view).
+# The student writes sample, randomize, add_obs_noise, draw_latency and ActionLatency, but the
+# env itself runs sample, randomize and ActionLatency: every Ant env builds an ActionLatency,
+# and every randomization term (the graded cell's nominal run and its friction x payload sweep
+# included) is drawn with sample and applied with randomize. Withholding those three would
+# stop the graded training cell, so only the two the env never calls are withheld.
+WITHHELD = {"rlcourse.envs.locomotion.randomization": ("add_obs_noise", "draw_latency")}
 
 # Statistical checks: draws per statistic and the allowed deviation in standard errors.
 SAMPLE_SIZE = 200_000
@@ -44,28 +62,92 @@ Z_TOLERANCE = 6.0
 POLICIES = ("randomized", "nominal")
 
 
-# --------------------------------------------------------------------------- sampler check
-def sampler_cases() -> list[dict[str, Any]]:
-    """(distribution, low, high) the hidden sampler test draws from, with the exact moments."""
-    cases = []
-    for lo, hi in [(0.5, 1.5), (-2.0, 3.0), (0.25, 2.0)]:
-        cases.append({"distribution": "uniform", "low": lo, "high": hi, "mean": (lo + hi) / 2,
-                      "std": (hi - lo) / math.sqrt(12), "kurtosis": 1.8})
-    for lo, hi in [(0.5, 2.0), (0.1, 10.0), (0.25, 2.0)]:
-        a, b = math.log(lo), math.log(hi)
-        cases.append({"distribution": "loguniform", "low": lo, "high": hi, "log_mean": (a + b) / 2,
-                      "log_std": (b - a) / math.sqrt(12), "kurtosis": 1.8})
-    for mean, std in [(1.0, 0.3), (0.0, 0.01), (-3.0, 2.0)]:
-        cases.append({"distribution": "gaussian", "low": mean, "high": std, "mean": mean, "std": std, "kurtosis": 3.0})
-    return cases
-
-
-def _as_tensor(x: Any, what: str) -> torch.Tensor:
+def _tensor(x: Any, what: str) -> torch.Tensor:
+    """``x`` if it is a tensor (NumPy arrays arrive as tensors); else fail naming ``what``."""
     if isinstance(x, np.ndarray):
         x = torch.from_numpy(x)
     if not isinstance(x, torch.Tensor):
-        fail(f"{what} must return a torch tensor, got {type(x).__name__}")
+        # While grading, an object of another kind arrives as the string "<TypeName>".
+        got = x if isinstance(x, str) and x.startswith("<") else type(x).__name__
+        fail(f"{what} must return a torch tensor, got {got}")
     return x
+
+
+def _uniform(g: torch.Generator, low: float, high: float) -> float:
+    """One number uniform in ``[low, high]``, rounded to 4 decimals (a readable case)."""
+    return round(low + (high - low) * float(torch.rand(1, generator=g)), 4)
+
+
+def _calling(call: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+    """``call``, recording an exception of the student's code as ``{"error": ...}``: every case
+    runs before any is judged while grading, so an error on a later case may not hide the
+    verdict on an earlier one (the judge reports it in its turn, see :func:`_raised`)."""
+    def run(case: dict[str, Any], *fns: Any) -> dict[str, Any]:
+        try:
+            return call(case, *fns)
+        except Exception as exc:  # the student's function failed: a verdict, not a crash of the check
+            return {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+    run.__name__, run.__doc__ = call.__name__, call.__doc__
+    return run
+
+
+def _raised(outputs: dict[str, Any], functions: str) -> None:
+    """Fail if the student's code raised on this case (recorded by :func:`_calling`)."""
+    if "error" in outputs:
+        fail(f"{functions} raised an error on a hidden case: {str(outputs['error'])[:300]}")
+
+
+# --------------------------------------------------------------------------- sampler: inputs
+def sampler_cases(seed: int | None = None) -> list[dict[str, Any]]:
+    """The inputs of the sampler check, in the order it judges them:
+
+    * ``draws``: :data:`SAMPLE_SIZE` draws of each distribution (three fixed ranges each, and
+      with ``seed`` one fresh random range each), then ``(500, 3)`` draws;
+    * ``reproducible``: the same / another seed, the same generator twice, the global random
+      state changed in between;
+    * ``degenerate``: ``low == high`` (``std = 0``);
+    * ``randomize``: both operations on fixed (and with ``seed``, fresh) tensors; then an
+      unknown operation, which must raise ``ValueError``.
+    """
+    ranges = {"uniform": [(0.5, 1.5), (-2.0, 3.0), (0.25, 2.0)],
+              "loguniform": [(0.5, 2.0), (0.1, 10.0), (0.25, 2.0)],
+              "gaussian": [(1.0, 0.3), (0.0, 0.01), (-3.0, 2.0)]}   # (mean, std)
+    nominal = torch.tensor([0.33, 1.2, 4.0], dtype=torch.float64)
+    draws = torch.tensor([[0.5, 1.0, 2.0], [1.5, 0.8, 1.1]], dtype=torch.float64)
+    randomize_inputs = [(nominal, draws)]
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        low = _uniform(g, -2.0, 1.0)
+        ranges["uniform"].append((low, round(low + _uniform(g, 0.1, 3.0), 4)))
+        low = _uniform(g, 0.05, 1.0)
+        ranges["loguniform"].append((low, round(low * math.exp(_uniform(g, 0.5, 4.0)), 4)))
+        ranges["gaussian"].append((_uniform(g, -3.0, 3.0), _uniform(g, 0.01, 2.0)))
+        rows, cols = (int(v) for v in torch.randint(2, 6, (2,), generator=g))
+        randomize_inputs.append((torch.rand(cols, generator=g, dtype=torch.float64) * 4.0 - 1.0,
+                                 torch.rand(rows, cols, generator=g, dtype=torch.float64) * 2.0))
+    cases: list[dict[str, Any]] = []
+    for dist, pairs in ranges.items():
+        cases += [{"kind": "draws", "distribution": dist, "low": lo, "high": hi, "size": SAMPLE_SIZE,
+                   "seed": 1234, "seed_2d": 7} for lo, hi in pairs]
+    cases += [{"kind": "reproducible", "distribution": dist, "low": lo, "high": hi}
+              for dist, lo, hi in (("uniform", 0.5, 1.5), ("loguniform", 0.5, 2.0), ("gaussian", 1.0, 0.3))]
+    cases += [{"kind": "degenerate", "distribution": dist, "low": lo, "high": hi}
+              for dist, lo, hi in (("uniform", 0.7, 0.7), ("loguniform", 2.0, 2.0), ("gaussian", 1.5, 0.0))]
+    cases += [{"kind": "randomize", "nominal": n, "draws": d, "operation": op}
+              for n, d in randomize_inputs for op in ("scaling", "additive")]
+    cases.append({"kind": "unknown_operation", "nominal": nominal, "draws": draws, "operation": "multiply"})
+    return cases
+
+
+def expected_moments(case: dict[str, Any]) -> dict[str, float]:
+    """The exact moments of a ``draws`` case's distribution (of ``log x`` for a loguniform):
+    ``mean``, ``std`` and ``kurtosis`` (1.8 for a uniform, 3 for a Gaussian)."""
+    lo, hi = case["low"], case["high"]
+    if case["distribution"] == "gaussian":
+        return {"mean": lo, "std": hi, "kurtosis": 3.0}
+    if case["distribution"] == "loguniform":
+        lo, hi = math.log(lo), math.log(hi)
+    return {"mean": (lo + hi) / 2, "std": (hi - lo) / math.sqrt(12), "kurtosis": 1.8}
 
 
 def _check_moments(x: torch.Tensor, mean: float, std: float, kurtosis: float, z: float, label: str,
@@ -91,201 +173,315 @@ def _label(case: dict[str, Any]) -> str:
     return f"sample({case['distribution']!r}, {case['low']}, {case['high']})"
 
 
-def check_sampler(sample_fn: Callable[..., Any], randomize_fn: Callable[..., Any]) -> None:
-    """Shapes, dtype, bounds, reproducibility and large-sample statistics of ``sample_fn``;
-    ``randomize_fn`` exactly."""
-    z, n = Z_TOLERANCE, SAMPLE_SIZE
-    for case in sampler_cases():
-        dist, lo, hi, label = case["distribution"], case["low"], case["high"], _label(case)
-        x = _as_tensor(sample_fn(dist, lo, hi, (n,), torch.Generator().manual_seed(1234)), "sample")
-        if tuple(x.shape) != (n,):
-            fail(f"{label}: size=({n},) gave shape {tuple(x.shape)}")
-        if x.dtype != torch.float64:
-            fail(f"{label}: the draws must be float64, got {x.dtype}")
-        if dist != "gaussian":
-            if float(x.min()) < lo or float(x.max()) > hi:
-                fail(f"{label}: some draws lie outside [low, high]")
-        if dist == "uniform":
-            _check_moments(x, case["mean"], case["std"], case["kurtosis"], z, label)
-        elif dist == "loguniform":
-            if float(x.min()) <= 0:
-                fail(f"{label}: loguniform draws must be positive")
-            _check_moments(torch.log(x), case["log_mean"], case["log_std"], case["kurtosis"], z, label,
-                           "logarithms of the draws")
-            # Uniform in log: half of the draws lie below the geometric mean sqrt(low * high).
-            below = float((x < math.sqrt(lo * hi)).double().mean())
-            if abs(below - 0.5) > z * 0.5 / math.sqrt(n):
-                fail(f"{label}: the draws are not spread uniformly in log space (check the median)")
-        else:
-            _check_moments(x, case["mean"], case["std"], case["kurtosis"], z, label)
-        # Several dimensions: the shape is `size`, and the draws are independent across it.
-        y = _as_tensor(sample_fn(dist, lo, hi, (500, 3), torch.Generator().manual_seed(7)), "sample")
-        if tuple(y.shape) != (500, 3):
-            fail(f"{label}: size=(500, 3) gave shape {tuple(y.shape)}")
-        if torch.equal(y[:, 0], y[:, 1]) or torch.equal(y[0], y[1]):
-            fail(f"{label}: with size=(500, 3) every element must be an independent draw")
-    _check_reproducible(sample_fn)
-    _check_degenerate(sample_fn)
-    _check_randomize(randomize_fn)
-
-
-def _check_reproducible(sample_fn: Callable[..., Any]) -> None:
-    for dist, lo, hi in (("uniform", 0.5, 1.5), ("loguniform", 0.5, 2.0), ("gaussian", 1.0, 0.3)):
-        label = f"sample({dist!r}, ...)"
-        torch.manual_seed(1)
-        np.random.seed(1)
-        a = _as_tensor(sample_fn(dist, lo, hi, (64,), torch.Generator().manual_seed(42)), "sample").clone()
-        torch.manual_seed(2)
-        np.random.seed(2)
-        b = _as_tensor(sample_fn(dist, lo, hi, (64,), torch.Generator().manual_seed(42)), "sample").clone()
-        if not torch.equal(a, b):
-            fail(f"{label}: two generators with the same seed gave different draws; draw only from `generator` "
-                 "(not torch's or NumPy's global random state)")
-        c = _as_tensor(sample_fn(dist, lo, hi, (64,), torch.Generator().manual_seed(43)), "sample")
-        if torch.equal(a, c):
-            fail(f"{label}: generators with different seeds gave the same draws; draw from `generator`")
+# --------------------------------------------------------------------------- sampler: the two halves
+@_calling
+def call_sampler(case: dict[str, Any], sample_fn: Callable[..., Any],
+                 randomize_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Runs in the sandbox: the student's ``sample`` / ``randomize`` on one case. Each result is
+    copied (``plain``) at once, so a function that reuses a buffer cannot change an earlier one."""
+    kind = case.get("kind")
+    if kind in ("randomize", "unknown_operation"):
+        nominal, draws = case["nominal"].clone(), case["draws"].clone()
+        if kind == "unknown_operation":
+            try:
+                randomize_fn(nominal, draws, case["operation"])
+            except ValueError:
+                return {"raised_value_error": True}
+            return {"raised_value_error": False}
+        out = plain(randomize_fn(nominal, draws, case["operation"]))
+        modified = not (torch.equal(nominal, case["nominal"]) and torch.equal(draws, case["draws"]))
+        return {"out": out, "modified": modified}
+    dist, lo, hi = case["distribution"], case["low"], case["high"]
+    if kind == "draws":
+        return {"x": plain(sample_fn(dist, lo, hi, (case["size"],), torch.Generator().manual_seed(case["seed"]))),
+                "y": plain(sample_fn(dist, lo, hi, (500, 3), torch.Generator().manual_seed(case["seed_2d"])))}
+    if kind == "reproducible":
+        out: dict[str, Any] = {}
+        # The global random states change between two draws with the same generator seed: the
+        # draws may not depend on them.
+        for key, global_seed in (("a", 1), ("b", 2)):
+            torch.manual_seed(global_seed)
+            np.random.seed(global_seed)
+            out[key] = plain(sample_fn(dist, lo, hi, (64,), torch.Generator().manual_seed(42)))
+        out["c"] = plain(sample_fn(dist, lo, hi, (64,), torch.Generator().manual_seed(43)))
         g = torch.Generator().manual_seed(42)
-        first = _as_tensor(sample_fn(dist, lo, hi, (64,), g), "sample").clone()
-        second = _as_tensor(sample_fn(dist, lo, hi, (64,), g), "sample")
-        if torch.equal(first, second):
-            fail(f"{label}: two calls with the same generator object gave the same draws; the generator's "
-                 "state must advance")
+        out["first"] = plain(sample_fn(dist, lo, hi, (64,), g))
+        out["second"] = plain(sample_fn(dist, lo, hi, (64,), g))
+        return out
+    return {"x": plain(sample_fn(dist, lo, hi, (10,), torch.Generator().manual_seed(0)))}   # degenerate
 
 
-def _check_degenerate(sample_fn: Callable[..., Any]) -> None:
-    for dist, lo, hi, value in (("uniform", 0.7, 0.7, 0.7), ("loguniform", 2.0, 2.0, 2.0), ("gaussian", 1.5, 0.0, 1.5)):
-        x = _as_tensor(sample_fn(dist, lo, hi, (10,), torch.Generator().manual_seed(0)), "sample")
-        if tuple(x.shape) != (10,) or not torch.allclose(x.double(), torch.full((10,), value, dtype=torch.float64),
-                                                         rtol=1e-12, atol=1e-12):
-            what = "std = 0" if dist == "gaussian" else "low == high"
-            fail(f"sample({dist!r}) with {what} must return that single value for every draw")
-
-
-def _check_randomize(randomize_fn: Callable[..., Any]) -> None:
-    nominal = torch.tensor([0.33, 1.2, 4.0], dtype=torch.float64)
-    draws = torch.tensor([[0.5, 1.0, 2.0], [1.5, 0.8, 1.1]], dtype=torch.float64)
-    for op in ("scaling", "additive"):
-        want = randomize(nominal, draws, op)
-        n0, d0 = nominal.clone(), draws.clone()
-        out = _as_tensor(randomize_fn(n0, d0, op), "randomize")
-        if not (torch.equal(n0, nominal) and torch.equal(d0, draws)):
-            fail(f"randomize(..., {op!r}) modified its inputs in place; return a new tensor")
-        if tuple(out.shape) != tuple(want.shape):
-            fail(f"randomize(..., {op!r}): nominal (3,) with draws (2, 3) must give shape (2, 3), "
-                 f"got {tuple(out.shape)}")
-        if not torch.allclose(out.double(), want, rtol=1e-12, atol=1e-12):
-            fail(f"randomize(..., {op!r}) does not apply the operation to the nominal value correctly")
-    try:
-        randomize_fn(nominal.clone(), draws.clone(), "multiply")
-    except ValueError:
-        pass
-    else:
+def judge_sampler(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Runs in the grader: the statistics, exact properties and the reference ``randomize``."""
+    _raised(outputs, "sample or randomize")
+    kind = case["kind"]
+    if kind == "draws":
+        _judge_draws(case, outputs)
+    elif kind == "reproducible":
+        _judge_reproducible(case, outputs)
+    elif kind == "degenerate":
+        _judge_degenerate(case, outputs)
+    elif kind == "randomize":
+        _judge_randomize(case, outputs)
+    elif outputs.get("raised_value_error") is not True:
         fail("randomize with an unknown operation must raise ValueError (a typo would silently add)")
 
 
-# --------------------------------------------------------------------------- noise and latency check
-def check_noise_latency(obs_noise_fn: Callable[..., Any], draw_latency_fn: Callable[..., Any],
-                        latency_cls: Callable[..., Any]) -> None:
-    """Observation noise statistics, the delay draws, and the latency buffer step by step."""
-    z, n = Z_TOLERANCE, SAMPLE_SIZE
-    _check_obs_noise(obs_noise_fn, z, n)
-    _check_draw_latency(draw_latency_fn, z, n)
-    _check_latency_buffer(latency_cls)
+def _judge_draws(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    z, n = Z_TOLERANCE, case["size"]
+    dist, lo, hi, label = case["distribution"], case["low"], case["high"], _label(case)
+    exact = expected_moments(case)
+    x = _tensor(outputs.get("x"), "sample")
+    if tuple(x.shape) != (n,):
+        fail(f"{label}: size=({n},) gave shape {tuple(x.shape)}")
+    if x.dtype != torch.float64:
+        fail(f"{label}: the draws must be float64, got {x.dtype}")
+    if dist != "gaussian" and (float(x.min()) < lo or float(x.max()) > hi):
+        fail(f"{label}: some draws lie outside [low, high]")
+    if dist == "loguniform":
+        if float(x.min()) <= 0:
+            fail(f"{label}: loguniform draws must be positive")
+        _check_moments(torch.log(x), exact["mean"], exact["std"], exact["kurtosis"], z, label,
+                       "logarithms of the draws")
+        # Uniform in log: half of the draws lie below the geometric mean sqrt(low * high).
+        below = float((x < math.sqrt(lo * hi)).double().mean())
+        if abs(below - 0.5) > z * 0.5 / math.sqrt(n):
+            fail(f"{label}: the draws are not spread uniformly in log space (check the median)")
+    else:
+        _check_moments(x, exact["mean"], exact["std"], exact["kurtosis"], z, label)
+    # Several dimensions: the shape is `size`, and the draws are independent across it.
+    y = _tensor(outputs.get("y"), "sample")
+    if tuple(y.shape) != (500, 3):
+        fail(f"{label}: size=(500, 3) gave shape {tuple(y.shape)}")
+    if torch.equal(y[:, 0], y[:, 1]) or torch.equal(y[0], y[1]):
+        fail(f"{label}: with size=(500, 3) every element must be an independent draw")
 
 
-def _check_obs_noise(obs_noise_fn: Callable[..., Any], z: float, n: int) -> None:
-    rows = n // 4
+def _judge_reproducible(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    label = f"sample({case['distribution']!r}, ...)"
+    a, b, c, first, second = (_tensor(outputs.get(k), "sample") for k in ("a", "b", "c", "first", "second"))
+    if not torch.equal(a, b):
+        fail(f"{label}: two generators with the same seed gave different draws; draw only from `generator` "
+             "(not torch's or NumPy's global random state)")
+    if torch.equal(a, c):
+        fail(f"{label}: generators with different seeds gave the same draws; draw from `generator`")
+    if torch.equal(first, second):
+        fail(f"{label}: two calls with the same generator object gave the same draws; the generator's "
+             "state must advance")
+
+
+def _judge_degenerate(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    x = _tensor(outputs.get("x"), "sample")
+    value = torch.full((10,), case["low"], dtype=torch.float64)   # low == high, or the mean when std = 0
+    if tuple(x.shape) != (10,) or x.is_complex() or not torch.allclose(x.double(), value, rtol=1e-12, atol=1e-12):
+        what = "std = 0" if case["distribution"] == "gaussian" else "low == high"
+        fail(f"sample({case['distribution']!r}) with {what} must return that single value for every draw")
+
+
+def _judge_randomize(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    op, nominal, draws = case["operation"], case["nominal"], case["draws"]
+    want = reference.randomize(nominal, draws, op)
+    if outputs.get("modified"):
+        fail(f"randomize(..., {op!r}) modified its inputs in place; return a new tensor")
+    out = _tensor(outputs.get("out"), "randomize")
+    if tuple(out.shape) != tuple(want.shape):
+        fail(f"randomize(..., {op!r}): nominal {tuple(nominal.shape)} with draws {tuple(draws.shape)} must give "
+             f"shape {tuple(want.shape)}, got {tuple(out.shape)}")
+    if out.is_complex() or not torch.allclose(out.double(), want, rtol=1e-12, atol=1e-12):
+        fail(f"randomize(..., {op!r}) does not apply the operation to the nominal value correctly")
+
+
+# --------------------------------------------------------------------------- noise and latency: inputs
+def noise_latency_cases(seed: int | None = None) -> list[dict[str, Any]]:
+    """The inputs of the noise / latency check, in the order it judges them:
+
+    * ``noise``: :data:`SAMPLE_SIZE` noisy elements for two fixed (mean, std) (and with ``seed``
+      a fresh one), then ``noise_repro`` (the same seed twice, ``std = 0``);
+    * ``latency``: :data:`SAMPLE_SIZE` delays for three fixed ranges (and a fresh one), then
+      ``latency_repro`` (the same seed twice, ``low == high``);
+    * ``buffer``: :func:`latency_case`, and with ``seed`` a fresh random sequence.
+    """
     g = torch.Generator().manual_seed(99)
-    obs = torch.rand(rows, 4, generator=g) * 4.0 - 2.0
-    for mean, std in ((0.0, 0.05), (0.1, 0.5)):
-        label = f"add_obs_noise(mean={mean}, std={std})"
-        before = obs.clone()
-        out = _as_tensor(obs_noise_fn(obs, mean, std, torch.Generator().manual_seed(5)), "add_obs_noise")
-        if not torch.equal(obs, before):
-            fail(f"{label} modified the observation in place; return a new tensor")
-        if tuple(out.shape) != tuple(obs.shape):
-            fail(f"{label}: the noisy observation must have the observation's shape {tuple(obs.shape)}, "
-                 f"got {tuple(out.shape)}")
-        if out.dtype != obs.dtype:
-            fail(f"{label}: the noisy observation must keep the observation's dtype ({obs.dtype}), got {out.dtype}")
-        noise = out.double() - obs.double()
-        _check_moments(noise.flatten(), mean, std, 3.0, z, label, "noise values (noisy - clean)")
-        # Independent across elements: no shared draw per row or per column.
-        centred = (noise - noise.mean()) / max(float(noise.std()), 1e-12)
-        corr_cols = float((centred[:, 0] * centred[:, 1]).mean())
-        corr_rows = float((centred[:-1] * centred[1:]).mean())
-        if abs(corr_cols) > z / math.sqrt(rows) or abs(corr_rows) > z / math.sqrt(centred.numel()):
-            fail(f"{label}: the noise of different elements is correlated; draw an independent value per element")
-    again = _as_tensor(obs_noise_fn(obs[:8], 0.0, 0.05, torch.Generator().manual_seed(5)), "add_obs_noise")
-    torch.manual_seed(3)
-    twice = _as_tensor(obs_noise_fn(obs[:8], 0.0, 0.05, torch.Generator().manual_seed(5)), "add_obs_noise")
+    obs = torch.rand(SAMPLE_SIZE // 4, 4, generator=g) * 4.0 - 2.0
+    noise_params = [(0.0, 0.05), (0.1, 0.5)]
+    latency_ranges = [(0, 1), (0, 3), (2, 4)]
+    buffers = [latency_case()]
+    if seed is not None:
+        g = torch.Generator().manual_seed(seed)
+        noise_params.append((_uniform(g, -0.5, 0.5), _uniform(g, 0.01, 1.0)))
+        low = int(torch.randint(0, 3, (1,), generator=g))
+        latency_ranges.append((low, low + int(torch.randint(1, 5, (1,), generator=g))))
+        buffers.append(latency_case(g))
+    cases: list[dict[str, Any]] = [{"kind": "noise", "obs": obs, "mean": mean, "std": std, "seed": 5}
+                                   for mean, std in noise_params]
+    cases.append({"kind": "noise_repro", "obs": obs[:8].clone()})
+    cases += [{"kind": "latency", "low": lo, "high": hi, "n": SAMPLE_SIZE, "seed": 11} for lo, hi in latency_ranges]
+    cases.append({"kind": "latency_repro"})
+    cases += buffers
+    return cases
+
+
+def latency_case(generator: torch.Generator | None = None) -> dict[str, Any]:
+    """An action sequence, initial delays and resets the buffer check replays (a ``buffer``
+    case). Without ``generator``: the fixed case, 4 envs with delays 0 to 3 and two resets;
+    with it, a random one."""
+    if generator is None:
+        g = torch.Generator().manual_seed(2024)
+        return {"kind": "buffer", "num_envs": 4, "num_actions": 3, "max_latency": 3,
+                "delays": torch.tensor([0, 1, 2, 3]),
+                "actions": torch.rand(14, 4, 3, generator=g) * 2.0 - 1.0,
+                # before step `step`, the envs `env_ids` start a new episode with `delays`
+                "resets": [{"step": 6, "env_ids": torch.tensor([1, 2]), "delays": torch.tensor([3, 0])},
+                           {"step": 10, "env_ids": torch.tensor([3]), "delays": torch.tensor([1])}]}
+    g = generator
+    num_envs, num_actions, max_latency = (int(torch.randint(lo, hi, (1,), generator=g))
+                                          for lo, hi in ((3, 7), (1, 5), (1, 5)))
+    steps = int(torch.randint(10, 21, (1,), generator=g))
+    resets = []
+    for step in sorted(int(s) for s in torch.randperm(steps - 2, generator=g)[:2] + 1):
+        env_ids = torch.randperm(num_envs, generator=g)[: int(torch.randint(1, num_envs + 1, (1,), generator=g))]
+        resets.append({"step": step, "env_ids": env_ids.sort().values,
+                       "delays": torch.randint(0, max_latency + 1, (len(env_ids),), generator=g)})
+    return {"kind": "buffer", "num_envs": num_envs, "num_actions": num_actions, "max_latency": max_latency,
+            "delays": torch.randint(0, max_latency + 1, (num_envs,), generator=g),
+            "actions": torch.rand(steps, num_envs, num_actions, generator=g) * 2.0 - 1.0, "resets": resets}
+
+
+# --------------------------------------------------------------------------- noise and latency: the two halves
+@_calling
+def call_noise_latency(case: dict[str, Any], obs_noise_fn: Callable[..., Any], draw_latency_fn: Callable[..., Any],
+                       latency_cls: Callable[..., Any]) -> dict[str, Any]:
+    """Runs in the sandbox: the student's ``add_obs_noise``, ``draw_latency`` or ``ActionLatency``
+    on one case; the results, copied at once."""
+    kind = case.get("kind")
+    if kind == "noise":
+        obs = case["obs"].clone()
+        out = plain(obs_noise_fn(obs, case["mean"], case["std"], torch.Generator().manual_seed(case["seed"])))
+        return {"out": out, "modified": not torch.equal(obs, case["obs"])}
+    if kind == "noise_repro":
+        obs = case["obs"]
+        again = plain(obs_noise_fn(obs.clone(), 0.0, 0.05, torch.Generator().manual_seed(5)))
+        torch.manual_seed(3)   # the global random state may not matter
+        twice = plain(obs_noise_fn(obs.clone(), 0.0, 0.05, torch.Generator().manual_seed(5)))
+        zero = plain(obs_noise_fn(obs.clone(), 0.25, 0.0, torch.Generator().manual_seed(5)))
+        return {"again": again, "twice": twice, "zero": zero}
+    if kind == "latency":
+        return {"k": plain(draw_latency_fn(case["low"], case["high"], case["n"],
+                                           torch.Generator().manual_seed(case["seed"])))}
+    if kind == "latency_repro":
+        a = plain(draw_latency_fn(0, 3, 32, torch.Generator().manual_seed(3)))
+        torch.manual_seed(4)
+        b = plain(draw_latency_fn(0, 3, 32, torch.Generator().manual_seed(3)))
+        same = plain(draw_latency_fn(2, 2, 16, torch.Generator().manual_seed(3)))
+        return {"a": a, "b": b, "same": same}
+    # buffer: replay the sequence through the student's class, with the resets.
+    buf = latency_cls(case["num_envs"], case["num_actions"], case["max_latency"])
+    buf.reset(torch.arange(case["num_envs"]), case["delays"].clone())
+    resets = {r["step"]: r for r in case["resets"]}
+    steps, modified = [], []
+    for t, actions in enumerate(case["actions"]):
+        if t in resets:
+            buf.reset(resets[t]["env_ids"].clone(), resets[t]["delays"].clone())
+        sent = actions.clone()
+        steps.append(plain(buf.step(sent)))
+        modified.append(not torch.equal(sent, actions))
+    return {"steps": steps, "modified": modified}
+
+
+def judge_noise_latency(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Runs in the grader: the statistics, exact properties and the reference ``ActionLatency``."""
+    _raised(outputs, "add_obs_noise, draw_latency or ActionLatency")
+    kind = case["kind"]
+    if kind == "noise":
+        _judge_noise(case, outputs)
+    elif kind == "noise_repro":
+        _judge_noise_repro(case, outputs)
+    elif kind == "latency":
+        _judge_latency(case, outputs)
+    elif kind == "latency_repro":
+        _judge_latency_repro(outputs)
+    else:
+        _judge_buffer(case, outputs)
+
+
+def _judge_noise(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    z, obs, mean, std = Z_TOLERANCE, case["obs"], case["mean"], case["std"]
+    label = f"add_obs_noise(mean={mean}, std={std})"
+    if outputs.get("modified"):
+        fail(f"{label} modified the observation in place; return a new tensor")
+    out = _tensor(outputs.get("out"), "add_obs_noise")
+    if tuple(out.shape) != tuple(obs.shape):
+        fail(f"{label}: the noisy observation must have the observation's shape {tuple(obs.shape)}, "
+             f"got {tuple(out.shape)}")
+    if out.dtype != obs.dtype:
+        fail(f"{label}: the noisy observation must keep the observation's dtype ({obs.dtype}), got {out.dtype}")
+    noise = out.double() - obs.double()
+    _check_moments(noise.flatten(), mean, std, 3.0, z, label, "noise values (noisy - clean)")
+    # Independent across elements: no shared draw per row or per column.
+    rows = obs.shape[0]
+    centred = (noise - noise.mean()) / max(float(noise.std()), 1e-12)
+    corr_cols = float((centred[:, 0] * centred[:, 1]).mean())
+    corr_rows = float((centred[:-1] * centred[1:]).mean())
+    if abs(corr_cols) > z / math.sqrt(rows) or abs(corr_rows) > z / math.sqrt(centred.numel()):
+        fail(f"{label}: the noise of different elements is correlated; draw an independent value per element")
+
+
+def _judge_noise_repro(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    again, twice, zero = (_tensor(outputs.get(k), "add_obs_noise") for k in ("again", "twice", "zero"))
     if not torch.equal(again, twice):
         fail("add_obs_noise: the same generator seed gave different noise; draw only from `generator`")
-    zero = _as_tensor(obs_noise_fn(obs[:8], 0.25, 0.0, torch.Generator().manual_seed(5)), "add_obs_noise")
-    if not torch.allclose(zero, obs[:8] + 0.25, atol=1e-6, rtol=0):
+    want = case["obs"] + 0.25
+    if zero.shape != want.shape or zero.is_complex() or not torch.allclose(zero.float(), want, atol=1e-6, rtol=0):
         fail("add_obs_noise with std = 0 must add exactly `mean`")
 
 
-def _check_draw_latency(draw_latency_fn: Callable[..., Any], z: float, n: int) -> None:
-    for lo, hi in ((0, 1), (0, 3), (2, 4)):
-        label = f"draw_latency({lo}, {hi})"
-        k = _as_tensor(draw_latency_fn(lo, hi, n, torch.Generator().manual_seed(11)), "draw_latency")
-        if tuple(k.shape) != (n,):
-            fail(f"{label}: n={n} gave shape {tuple(k.shape)}")
-        if k.dtype != torch.int64:
-            fail(f"{label}: delays are whole control steps; return an int64 (long) tensor, got {k.dtype}")
-        if int(k.min()) < lo or int(k.max()) > hi:
-            fail(f"{label}: some delays lie outside [low, high]")
-        p = 1.0 / (hi - lo + 1)
-        se = math.sqrt(p * (1 - p) / n)
-        for v in range(lo, hi + 1):
-            freq = float((k == v).double().mean())
-            if abs(freq - p) > z * se:
-                fail(f"{label}: the delays are not uniform over low .. high (both ends included); "
-                     f"delay {v} comes up too {'rarely' if freq < p else 'often'}")
-    a = _as_tensor(draw_latency_fn(0, 3, 32, torch.Generator().manual_seed(3)), "draw_latency")
-    torch.manual_seed(4)
-    b = _as_tensor(draw_latency_fn(0, 3, 32, torch.Generator().manual_seed(3)), "draw_latency")
+def _judge_latency(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    z, lo, hi, n = Z_TOLERANCE, case["low"], case["high"], case["n"]
+    label = f"draw_latency({lo}, {hi})"
+    k = _tensor(outputs.get("k"), "draw_latency")
+    if tuple(k.shape) != (n,):
+        fail(f"{label}: n={n} gave shape {tuple(k.shape)}")
+    if k.dtype != torch.int64:
+        fail(f"{label}: delays are whole control steps; return an int64 (long) tensor, got {k.dtype}")
+    if int(k.min()) < lo or int(k.max()) > hi:
+        fail(f"{label}: some delays lie outside [low, high]")
+    p = 1.0 / (hi - lo + 1)
+    se = math.sqrt(p * (1 - p) / n)
+    for v in range(lo, hi + 1):
+        freq = float((k == v).double().mean())
+        if abs(freq - p) > z * se:
+            fail(f"{label}: the delays are not uniform over low .. high (both ends included); "
+                 f"delay {v} comes up too {'rarely' if freq < p else 'often'}")
+
+
+def _judge_latency_repro(outputs: dict[str, Any]) -> None:
+    a, b, same = (_tensor(outputs.get(k), "draw_latency") for k in ("a", "b", "same"))
     if not torch.equal(a, b):
         fail("draw_latency: the same generator seed gave different delays; draw only from `generator`")
-    same = _as_tensor(draw_latency_fn(2, 2, 16, torch.Generator().manual_seed(3)), "draw_latency")
-    if not torch.equal(same.long(), torch.full((16,), 2, dtype=torch.long)):
+    if same.shape != (16,) or same.is_complex() or not torch.equal(same.long(), torch.full((16,), 2, dtype=torch.long)):
         fail("draw_latency(low, high) with low == high must return that delay for every env")
 
 
-def latency_case() -> dict[str, Any]:
-    """The action sequence, initial delays and a mid-sequence reset the buffer check replays."""
-    g = torch.Generator().manual_seed(2024)
-    return {
-        "num_envs": 4, "num_actions": 3, "max_latency": 3,
-        "delays": torch.tensor([0, 1, 2, 3]),
-        "actions": torch.rand(14, 4, 3, generator=g) * 2.0 - 1.0,
-        # (step before which the reset happens, env ids, their new delays)
-        "resets": [(6, torch.tensor([1, 2]), torch.tensor([3, 0])), (10, torch.tensor([3]), torch.tensor([1]))],
-    }
-
-
-def _check_latency_buffer(latency_cls: Callable[..., Any]) -> None:
-    case = latency_case()
-    ids = torch.arange(case["num_envs"])
-    buf = latency_cls(case["num_envs"], case["num_actions"], case["max_latency"])
-    ref = ActionLatency(case["num_envs"], case["num_actions"], case["max_latency"])
-    buf.reset(ids.clone(), case["delays"].clone())
-    ref.reset(ids, case["delays"])
-    resets = {step: (env_ids, delays) for step, env_ids, delays in case["resets"]}
-    for t, actions in enumerate(case["actions"]):
+def _judge_buffer(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    steps, modified, actions = outputs.get("steps"), outputs.get("modified"), case["actions"]
+    if not (isinstance(steps, list) and isinstance(modified, list) and len(steps) == len(modified) == len(actions)):
+        fail("ActionLatency.step must return the delayed actions at every step")
+    num_envs = case["num_envs"]
+    ref = reference.ActionLatency(num_envs, case["num_actions"], case["max_latency"])
+    ref.reset(torch.arange(num_envs), case["delays"])
+    resets = {r["step"]: r for r in case["resets"]}
+    for t, sent in enumerate(actions):
         if t in resets:
-            env_ids, delays = resets[t]
-            buf.reset(env_ids.clone(), delays.clone())
-            ref.reset(env_ids, delays)
-        sent = actions.clone()
-        out = _as_tensor(buf.step(sent), "ActionLatency.step")
-        want = ref.step(actions)
-        if not torch.equal(sent, actions):
+            ref.reset(resets[t]["env_ids"], resets[t]["delays"])
+        want = ref.step(sent)
+        if modified[t]:
             fail("ActionLatency.step modified the actions it was given in place")
+        out = _tensor(steps[t], "ActionLatency.step")
         if tuple(out.shape) != tuple(want.shape):
-            fail(f"ActionLatency.step must return (num_envs, num_actions) = {tuple(want.shape)}, got {tuple(out.shape)}")
-        bad = [i for i in range(case["num_envs"]) if not torch.allclose(out[i].float(), want[i], atol=1e-7, rtol=0)]
+            fail(f"ActionLatency.step must return (num_envs, num_actions) = {tuple(want.shape)}, "
+                 f"got {tuple(out.shape)}")
+        bad = [i for i in range(num_envs)
+               if out.is_complex() or not torch.allclose(out[i].float(), want[i], atol=1e-7, rtol=0)]
         if bad:
             after = " after a reset" if any(t >= s for s in resets) else ""
             fail(f"ActionLatency.step: at step {t}{after}, env {bad[0]} (delay "
@@ -334,23 +530,79 @@ def measure(ns: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_training(ns: Mapping[str, Any]) -> None:
-    """The graded cell's ``result``: both grids complete, and the randomized policy's mean over the
-    grid reaches the pinned pass mark and is higher than the nominal policy's mean."""
+def record_training(ns: Mapping[str, Any]) -> dict[str, Any]:
+    """Runs in the sandbox: what the graded cell measured (:func:`measure`) and the networks of
+    the trained ``agent`` it leaves, the nominal policy (the last one its loop trains)."""
+    measured = measure(ns)
+    modules = getattr(ns["agent"], "_modules", None)
+    if not callable(modules):
+        fail("the training cell must leave the trained `agent`, an rlcourse PPO agent")
+    return {"measured": measured, "algo": str(getattr(ns["agent"], "name", "")),
+            "modules": {str(k): m.state_dict() for k, m in modules().items()}}
+
+
+def _recorded_mean(measured: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> float:
+    """One policy's mean over the grid, as recorded: a complete grid of the pinned shape, and the
+    mean of that grid (which the cell stores rounded to 3 decimals, next to the exact mean)."""
+    try:
+        grid = np.asarray(measured.get(f"{name}_grid"), dtype=float)
+        mean = float(measured.get(f"{name}_mean"))
+    except (TypeError, ValueError):
+        fail(f"the {name} grid must hold a finite return for every friction x payload cell")
+    if grid.shape != shape or not np.isfinite(grid).all():
+        fail(f"the {name} grid must hold a finite return for every friction x payload cell")
+    if not abs(float(grid.mean()) - mean) <= 1e-3:
+        fail(f"the {name} mean_return is not the mean of its grid")
+    return mean
+
+
+def evaluate_nominal(record: Mapping[str, Any], seed: int | None) -> float:
+    """The recorded nominal policy, loaded into the grader's own PPO agent (pinned hyperparameters)
+    and swept like the graded cell does (:data:`EVALUATION`) on envs seeded with ``seed``
+    (``None``: :data:`~rlcourse.grading.common.EVAL_SEED`); returns its mean over the grid."""
+    import rlcourse
+
+    eval_seed = common.EVAL_SEED if seed is None else seed
+    env = rlcourse.envs.make(EVALUATION["task"], num_envs=EVALUATION["num_envs"], seed=eval_seed)
+    try:
+        agent = common.load_policy(LAB, record, "ppo", env)
+    finally:
+        env.close()   # the sweep builds its own envs; the agent only needed this one's spaces
+    return float(rlcourse.evaluate_robustness(agent, seed=eval_seed, **EVALUATION).grid().mean())
+
+
+def judge_training(record: dict[str, Any], seed: int | None) -> None:
+    """Runs in the grader: both grids complete, the pinned hyperparameters, the randomized policy's
+    mean over the grid at or above the pinned pass mark and above the nominal policy's mean, the
+    latter from the grader's own evaluation of the recorded nominal policy."""
     pins = load_pins(LAB)
-    m = measure(ns)
-    check_agent_config(LAB, m["agent_config"], pins)
+    measured = record.get("measured")
+    if not isinstance(measured, Mapping) or not isinstance(measured.get("agent_config"), Mapping):
+        fail("the training cell must leave `result` (the dict the cell builds) and the trained `agent`")
+    check_agent_config(LAB, measured["agent_config"], pins)
     shape = np.shape(pins["runs"][0]["measured"]["randomized_grid"])
-    for name in POLICIES:
-        if np.shape(m[f"{name}_grid"]) != shape:
-            fail(f"the {name} grid must hold a finite return for every friction x payload cell")
-    check_at_least(m["randomized_mean"], pins["threshold"],
+    randomized = _recorded_mean(measured, "randomized", shape)
+    _recorded_mean(measured, "nominal", shape)
+    check_at_least(randomized, pins["threshold"],
                    "the randomized policy's mean over the grid is below the pinned pass mark for this lab (see the "
                    "header); check your sampler and randomize first, then the observation noise")
-    if not m["randomized_mean"] > m["nominal_mean"]:
-        fail("the randomized policy's mean over the grid is not higher than the nominal policy's: randomization "
-             "did not make the walker more robust; check your sampler and randomize (payload and friction), "
-             "then the observation noise")
+    if not randomized > evaluate_nominal(record, seed):
+        fail("the randomized policy's mean over the grid is not higher than the nominal policy's (evaluated anew "
+             "by the grader): randomization did not make the walker more robust; check your sampler and "
+             "randomize (payload and friction), then the observation noise")
+
+
+SAMPLER = FunctionCheck("sampler", sampler_cases, call_sampler, judge_sampler)
+NOISE_LATENCY = FunctionCheck("noise_latency", noise_latency_cases, call_noise_latency, judge_noise_latency)
+TRAINING = TrainingCheck("training", record_training, judge_training)
+
+# The hidden test cells' calls.
+check_sampler = entry_point(SAMPLER, "Check ``sample`` (shapes, dtype, bounds, reproducibility, large-sample "
+                                     "statistics) and ``randomize`` (exactly).")
+check_noise_latency = entry_point(NOISE_LATENCY, "Check ``add_obs_noise`` and ``draw_latency`` (statistics, "
+                                                 "reproducibility) and ``ActionLatency`` step by step.")
+check_training = entry_point(TRAINING, "Check the graded run: the randomized policy's mean over the grid reaches "
+                                       "the pass mark and beats the nominal policy's, re-evaluated by the grader.")
 
 
 def pass_mark(runs: list[dict[str, Any]]) -> dict[str, Any]:
