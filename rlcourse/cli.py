@@ -100,6 +100,12 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     g.add_argument("--db", default=None, metavar="URL",
                    help="gradebook database, e.g. postgresql://user@host/grading "
                         "(default: sqlite autograder/gradebook.db)")
+    g.add_argument("--no-sandbox", dest="sandbox", action="store_false",
+                   help="run submissions without the bubblewrap sandbox, with your rights (only for a class "
+                        "whose code you trust; summary.csv marks every row)")
+    g.add_argument("--regrade", action="store_true",
+                   help="grade every submission again; by default one graded before with the same notebook, "
+                        "pins, source notebook and grading code keeps its outcome")
 
     p = sub.add_parser("pin", help="run a lab's source notebook on several seeds and pin what its graded cell measured")
     p.add_argument("lab", nargs="?", default=None, help="one lab (e.g. lab2_ppo); default: every lab")
@@ -212,7 +218,8 @@ def cmd_grade(args: argparse.Namespace) -> int:
     from rlcourse.grading.pipeline import grade
 
     return grade(lab=args.lab, submissions=args.submissions, course_dir=args.course_dir, timeout=args.timeout,
-                 workers=args.workers, scheduler=args.scheduler, db=args.db)
+                 workers=args.workers, scheduler=args.scheduler, db=args.db, sandbox=args.sandbox,
+                 regrade=args.regrade)
 
 
 def cmd_pin(args: argparse.Namespace) -> int:

@@ -3,8 +3,10 @@
 For every lab (default: all labs in ``solutions/``)::
 
     1. generate   nbgrader generate_assignment   (gradebook entry, checksums, hidden tests)
-    2. collect    <submissions>/<student>/<lab>/*.ipynb  ->  autograder/submitted/<student>/<lab>/
-                  (notebooks only; the originals are only read, earlier copies kept aside)
+    2. collect    <submissions>/<student>/<lab>/<lab>.ipynb  ->  autograder/submitted/<student>/<lab>/
+                  (the lab's notebook only; the originals are only read, earlier copies kept
+                  aside); a bad input ends here with a status and a reason (see "bad inputs")
+       skip       a submission graded before with the same content keeps its outcome (see "re-runs")
     3. grade      one task per submission (:func:`grade_submission`), several at once:
                   autograde  nbgrader autograde --student S in its own process with a
                              wall-clock limit: a failing or hanging submission is recorded,
@@ -12,7 +14,9 @@ For every lab (default: all labs in ``solutions/``)::
                   scores     the submission's total and per-test-cell points, from the gradebook
                   feedback   nbgrader generate_feedback --student S (hidden tests redacted, see
                              feedback.py; only the HTML pages are kept)
-                  the grading inputs are compared while the batch runs (see "tampering" below)
+                  the grading inputs are compared while the batch runs (see "tampering" below);
+                  a task that fails (its worker dies, it raises) is tried once more, and a
+                  second failure is recorded: status ``error``, "failed twice" in ``detail``
     4. export     nbgrader export -> autograder/grades.csv
                   + autograder/summary.csv: one row per submission with its status, score,
                   per-test-cell points, seconds, log file, and when and where it was graded;
@@ -22,6 +26,27 @@ Every step runs nbgrader's own command line (``python -m nbgrader ...``) with th
 ``autograder/nbgrader_config.py``. Submissions come from ``--submissions``, else from
 ``autograder/submitted/`` if it holds any for the lab, else from ``autograder/examples/``
 (three synthetic students, so a fresh clone has something to grade).
+
+Bad inputs. :func:`collect` checks each submission before nbgrader sees it, reading only regular
+files (no link followed, nothing outside the submissions folder read) and never writing the
+originals; the batch goes on. ``invalid_submission``: the student's or the lab's folder is a
+link or not a folder. ``missing_notebook``: no ``<lab>.ipynb`` (a wrongly named notebook is
+named in ``detail``), or it is a link, a FIFO or another non-regular file. ``invalid_notebook``:
+not UTF-8, not JSON, not a version 4 notebook, or larger than ``MAX_NOTEBOOK_BYTES`` (not read).
+Graded with a note in ``flags``: other notebooks in the folder (ignored), test cells deleted (put
+back from the lab and graded), cells pasted twice (the last copy is graded), stored output
+over ``STRIP_OUTPUTS_BYTES`` (removed from the copy; autograde clears it anyway). Only the copy
+is repaired, where nbgrader 0.9 would otherwise stop with a traceback.
+
+Re-runs. When a submission's outcome is settled with status ``graded``,
+``autograder/.work/done/<lab>/<student>.json`` records it with its key: the digests of the
+submitted notebook, of the lab's pins entry, of its source notebook and of the grading code
+(the ``rlcourse`` package and the nbgrader configuration), the sandbox setting and the
+gradebook. A later batch reuses that outcome (its summary row, with "unchanged since <time>,
+not graded again" in ``detail``; its gradebook records and feedback stay) while the key holds
+and the records and feedback are still there. The record is deleted when the submission's
+grading starts, so an interrupted batch leaves records only for what it completed.
+``regrade=True`` (``rlcourse grade --regrade``) grades everything again.
 
 Parallel and distributed grading. The tasks run on a Dask ``distributed`` cluster: by default
 a ``LocalCluster`` with one single-threaded worker process per core (``workers``), or the
@@ -50,14 +75,16 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from rlcourse.grading.execute import REPORT_VAR, SANDBOX_VAR, WALL_VAR
 from rlcourse.grading.feedback import contains_hidden_tests
 from rlcourse.grading.common import PINS_ENV_VAR, PINS_RELPATH, check_pins_current
 from rlcourse.grading.release import (
@@ -77,6 +104,7 @@ GRADES_RELPATH = Path("autograder") / "grades.csv"
 SUMMARY_RELPATH = Path("autograder") / "summary.csv"
 GRADEBOOK_RELPATH = Path("autograder") / "gradebook.db"
 COPIES_RELPATH = WORK_RELPATH / "gradebooks"
+NO_SANDBOX = "NOT SANDBOXED (--no-sandbox): student code ran unisolated, with the grader's rights"
 
 
 @dataclass
@@ -86,7 +114,9 @@ class Outcome:
     lab: str
     student: str
     # graded | timeout | autograde_failed | feedback_failed | tampered | invalid_id
-    # | error (the task itself failed, e.g. its worker died) | regrade (to be graded again alone)
+    # | invalid_submission | missing_notebook | invalid_notebook (see collect)
+    # | error (the task itself failed twice, e.g. its worker died) | retry (failed once, to be tried again)
+    # | regrade (to be graded again alone)
     status: str = "pending"
     score: float = 0.0
     max_score: float = 0.0
@@ -98,6 +128,9 @@ class Outcome:
     started: float = 0.0    # when the task started and finished (Unix time, the worker's clock)
     finished: float = 0.0
     worker: str = ""        # host:pid of the process that graded it
+    sandbox: str = ""       # how its code ran: "bubblewrap", or the opt-out warning
+    reasons: str = ""       # why graded cells failed, "cell: reason; ..." (the grader's judge, the sandbox)
+    flags: str = ""         # for a human to review, e.g. a near-copy of a reference implementation
     # What the task itself saw changed (its gradebook copy); judged by the parent, not written out.
     changed: list[str] = field(default_factory=list)
 
@@ -216,40 +249,226 @@ def choose_submissions(course_dir: Path, lab: str, submissions: str | os.PathLik
     return course_dir / EXAMPLES_RELPATH
 
 
-def collect(course_dir: Path, lab: str, source: Path) -> tuple[list[str], list[Outcome]]:
+# Stored output above this size is removed from the copy that is graded (autograde clears every
+# output before it runs the notebook anyway); a file above the limit is not read at all.
+STRIP_OUTPUTS_BYTES = 20 * 2**20
+MAX_NOTEBOOK_BYTES = 512 * 2**20
+
+
+def collect(course_dir: Path, lab: str, source: Path, expected: dict[str, list[dict[str, Any]]] | None = None,
+            notes: dict[str, str] | None = None) -> tuple[list[str], list[Outcome]]:
     """Copy the notebooks of every ``source/<student>/<lab>/`` into nbgrader's submitted folder.
 
     Returns the student ids to grade (sorted) and an outcome for every folder that cannot be
-    graded (an id nbgrader would mangle). Only ``*.ipynb`` files are copied: a data file or a
-    package folder in a submission would otherwise sit next to the notebook while it runs
-    (an ``autograder/pinned_metrics.json`` or an ``rlcourse/`` there would be found first).
-    Symbolic links are not followed. The originals are only read; an earlier copy of the same
-    submission is moved to ``autograder/.work/replaced/<time>/`` rather than deleted.
+    graded: ``invalid_id`` (an id nbgrader would mangle), ``invalid_submission`` (the student's
+    or the lab's folder is a symbolic link or not a folder). Only ``*.ipynb`` files are copied:
+    a data file or a package folder in a submission would otherwise sit next to the notebook
+    while it runs (an ``autograder/pinned_metrics.json`` or an ``rlcourse/`` there would be found
+    first). Symbolic links are not followed and nothing but regular files is read, so nothing
+    outside ``source`` is. The originals are only read; an earlier copy of the same submission
+    is moved to ``autograder/.work/replaced/<time>/`` rather than deleted (an identical one stays).
+
+    With ``expected`` (:func:`expected_cells`: the lab's notebook names and their nbgrader
+    cells) each submission is checked first (:func:`_check_notebook`), and only the expected
+    notebooks are copied: ``missing_notebook`` (none of that name, or it is a link or not a
+    regular file), ``invalid_notebook`` (not UTF-8, not JSON, not a notebook, too large). What
+    grading gets round is written into ``notes`` (student -> text, for the summary's flags):
+    other notebooks ignored, and what the copy to grade repairs (missing test cells put back,
+    duplicated cells, stored output removed).
     """
     submitted = course_dir / SUBMITTED_RELPATH
-    names = sorted({p.parent.parent.name for p in source.glob(f"*/{lab}/*.ipynb")
-                    if not p.parent.parent.name.startswith(".")})
+    in_place = source.resolve() == submitted.resolve()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     students, rejected = [], []
-    for student in names:
+    for student in _submission_folders(source, lab):
         problem = _student_id_problem(student)
         if problem:
             rejected.append(Outcome(lab, student, status="invalid_id", detail=problem))
+            continue
+        status, detail, files, note = _read_submission(source / student, lab, expected)
+        if status:
+            rejected.append(Outcome(lab, student, status=status, detail=detail))
         else:
             students.append(student)
-    if source.resolve() == submitted.resolve():
-        return students, rejected
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for student in students:
+            if note and notes is not None:
+                notes[student] = note
         target = submitted / student / lab
-        if target.exists():
-            backup = course_dir / WORK_RELPATH / "replaced" / stamp / student / lab
-            backup.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(target), backup)
-        target.mkdir(parents=True)
-        for nb in sorted((source / student / lab).glob("*.ipynb")):
-            if nb.is_file() and not nb.is_symlink():
-                shutil.copyfile(nb, target / nb.name)
+        if in_place:
+            # Grading the submitted folder itself: the original stays, unless its copy to grade differs.
+            if files and any((target / name).read_bytes() != data for name, data in files.items()):
+                _put_aside(course_dir, stamp, student, lab, copy=True)
+                for name, data in files.items():
+                    (target / name).write_bytes(data)
+            continue
+        if _holds(target, files):
+            continue
+        if target.exists() or target.is_symlink():
+            _put_aside(course_dir, stamp, student, lab)
+        if files:
+            target.mkdir(parents=True)
+            for name, data in files.items():
+                (target / name).write_bytes(data)
     return students, rejected
+
+
+def _submission_folders(source: Path, lab: str) -> list[str]:
+    """The names in ``source`` that hold a submission of ``lab``: folders with a ``lab`` entry, and
+    links (rejected later, never followed)."""
+    names = []
+    for entry in os.scandir(source):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or (entry.is_dir(follow_symlinks=False) and os.path.lexists(Path(entry.path) / lab)):
+            names.append(entry.name)
+    return sorted(names)
+
+
+def _read_submission(folder: Path, lab: str, expected: dict[str, list[dict[str, Any]]] | None
+                     ) -> tuple[str, str, dict[str, bytes], str]:
+    """``(status, detail, files, note)`` for the submission ``folder/lab``: a status and its reason if
+    it cannot be graded, else the notebooks to grade (name -> bytes) and what grading gets round."""
+    where = f"{folder.name}/{lab}"
+    for path, name in ((folder, folder.name), (folder / lab, where)):
+        if path.is_symlink():
+            return "invalid_submission", f"{name} is a symbolic link; not followed", {}, ""
+        if not path.is_dir():
+            return "invalid_submission", f"{name} is not a folder", {}, ""
+    entries = {e.name: e for e in os.scandir(folder / lab) if e.name.endswith(".ipynb")}
+    regular = sorted(n for n, e in entries.items() if e.is_file(follow_symlinks=False))
+    if expected is None:
+        return "", "", {n: _read_regular(folder / lab / n) for n in regular}, ""
+    files, notes = {}, []
+    for name, lab_cells in expected.items():
+        entry = entries.get(name)
+        if entry is None:
+            others = sorted(set(entries) - set(expected))
+            found = f"; found {', '.join(others)}: rename it to {name}" if others else "; it holds no notebook"
+            return "missing_notebook", f"no {name} in {where}/{found}", {}, ""
+        if not entry.is_file(follow_symlinks=False):
+            kind = "a symbolic link" if entry.is_symlink() else "not a regular file"
+            return "missing_notebook", f"{where}/{name} is {kind}; not read", {}, ""
+        size = entry.stat(follow_symlinks=False).st_size
+        if size > MAX_NOTEBOOK_BYTES:
+            return ("invalid_notebook", f"{name} is {size / 2**20:.0f} MB, more than the "
+                    f"{MAX_NOTEBOOK_BYTES / 2**20:.0f} MB a notebook may have; not read", {}, "")
+        try:
+            data = _read_regular(folder / lab / name)
+        except OSError as exc:
+            return "missing_notebook", f"{where}/{name} cannot be read: {exc.strerror or exc}", {}, ""
+        problem, data, note = _check_notebook(data, lab_cells)
+        if problem:
+            return "invalid_notebook", f"{name} {problem}", {}, ""
+        files[name] = data
+        notes += [f"{name}: {note}"] if note else []
+    ignored = sorted(set(entries) - set(expected))
+    if ignored:
+        notes.append(f"ignored {', '.join(ignored)} (only {', '.join(expected)} is graded)")
+    return "", "", files, "; ".join(notes)
+
+
+def _read_regular(path: Path) -> bytes:
+    """The bytes of ``path`` if it is a regular file (never through a link, never blocking on a FIFO)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(0, "not a regular file")
+        return f.read()
+
+
+def _check_notebook(data: bytes, lab_cells: list[dict[str, Any]]) -> tuple[str, bytes, str]:
+    """``(problem, data to grade, note)`` for a submitted notebook's bytes: why nbgrader cannot read
+    it, or the bytes to grade and what grading gets round.
+
+    The copy to grade is repaired where nbgrader would stop with a traceback (nbgrader 0.9's
+    ``OverwriteCells.add_missing_cells`` fails on a cell whose grade id ``DeduplicateIds``
+    removed, and on a missing test cell whose previous cell is not an answer or a test cell):
+    of a duplicated cell (grade id) only the last copy keeps its nbgrader metadata, a missing
+    test cell is put back from the lab (``lab_cells``, the release's nbgrader cells, in order)
+    after the cell it follows there (nbgrader then restores its hidden tests and grades it),
+    and stored output is removed from a large notebook (autograde clears it before it runs).
+    """
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})", data, ""
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})", data, ""
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(nb, dict) or nb.get("nbformat") != 4 or not isinstance(cells, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("cell_type"), str) and isinstance(c.get("metadata", {}), dict)
+            and isinstance(c.get("source", ""), (str, list)) for c in cells):
+        return "is not a Jupyter notebook (version 4: an object with a list of cells)", data, ""
+    notes, repaired = [], False
+    ids: list[str | None] = []
+    for cell in cells:
+        meta = cell.get("metadata", {})
+        grade_id = meta["nbgrader"].get("grade_id") if isinstance(meta.get("nbgrader"), dict) else None
+        if "nbgrader" in meta and not isinstance(grade_id, str):
+            del meta["nbgrader"]  # nbgrader metadata without a grade id: not a cell nbgrader knows
+            repaired = True
+        ids.append(grade_id if isinstance(grade_id, str) else None)
+    twice = sorted({g for g in ids if g is not None and ids.count(g) > 1})
+    for i, grade_id in enumerate(ids):
+        if grade_id in twice and grade_id in ids[i + 1:]:
+            del cells[i]["metadata"]["nbgrader"]
+            ids[i], repaired = None, True
+    if twice:
+        notes.append(f"cells {', '.join(twice)} duplicated (the last copy is graded)")
+    missing = [c["metadata"]["nbgrader"]["grade_id"] for c in lab_cells
+               if c["metadata"]["nbgrader"].get("grade") and c["metadata"]["nbgrader"]["grade_id"] not in ids]
+    if missing:
+        rank = {c["metadata"]["nbgrader"]["grade_id"]: k for k, c in enumerate(lab_cells)}
+        for grade_id in missing:
+            # After the submission's cell that comes last in the lab before this one (else first).
+            earlier = [(rank[g], i) for i, g in enumerate(ids) if g in rank and rank[g] < rank[grade_id]]
+            at = max(earlier)[1] + 1 if earlier else 0
+            cells.insert(at, json.loads(json.dumps(lab_cells[rank[grade_id]])))
+            ids.insert(at, grade_id)
+        notes.append(f"cells {', '.join(missing)} missing (put back from the lab, and graded)")
+        repaired = True
+    if len(data) > STRIP_OUTPUTS_BYTES:
+        for cell in cells:
+            if cell["cell_type"] == "code":
+                cell["outputs"], cell["execution_count"] = [], None
+        notes.append(f"{len(data) / 2**20:.0f} MB with its stored output, removed before grading")
+        repaired = True
+    if repaired:
+        data = (json.dumps(nb, indent=1, ensure_ascii=False) + "\n").encode()
+    return "", data, "; ".join(notes)
+
+
+def _holds(target: Path, files: dict[str, bytes]) -> bool:
+    """Whether the submitted folder ``target`` already holds exactly ``files`` (nothing to replace)."""
+    if not files or target.is_symlink() or not target.is_dir():
+        return False
+    return (sorted(os.listdir(target)) == sorted(files)
+            and all((target / n).is_file() and (target / n).read_bytes() == d for n, d in files.items()))
+
+
+def _put_aside(course_dir: Path, stamp: str, student: str, lab: str, copy: bool = False) -> None:
+    """Move (or copy) ``submitted/<student>/<lab>`` to ``.work/replaced/<stamp>/``: kept, not deleted."""
+    target = course_dir / SUBMITTED_RELPATH / student / lab
+    backup = course_dir / WORK_RELPATH / "replaced" / stamp / student / lab
+    backup.parent.mkdir(parents=True, exist_ok=True)
+    if copy:
+        shutil.copytree(target, backup, symlinks=True)
+    else:
+        shutil.move(str(target), backup)
+
+
+def expected_cells(course_dir: Path, lab: str, release: Path | None = None) -> dict[str, list[dict[str, Any]]]:
+    """The lab's notebook names and their nbgrader cells (in order), from its release notebooks
+    (``release``, default ``labs/<lab>``: the student's version of every cell)."""
+    folder = release or course_dir / "labs" / lab
+    expected = {}
+    for path in sorted(folder.glob("*.ipynb")):
+        expected[path.name] = [c for c in json.loads(path.read_text())["cells"]
+                               if c.get("metadata", {}).get("nbgrader", {}).get("grade_id")]
+    if not expected:
+        raise FileNotFoundError(f"no release notebook of {lab} in {folder}")
+    return expected
 
 
 STUDENT_ID = re.compile(r"[A-Za-z0-9_@-][A-Za-z0-9_.@-]*")
@@ -266,17 +485,27 @@ def _student_id_problem(student: str) -> str:
 
 
 def autograde(course_dir: Path, lab: str, student: str, timeout: float, *, db_url: str | None = None,
-              should_stop: Callable[[], bool] | None = None) -> Outcome:
+              should_stop: Callable[[], bool] | None = None, sandbox: bool = True) -> Outcome:
     """``nbgrader autograde LAB --student S --force`` in its own process, with a wall-clock limit,
-    against the gradebook at ``db_url`` (default: the course's)."""
+    against the gradebook at ``db_url`` (default: the course's). The submission's code runs in
+    the sandbox (``sandbox=False``: unisolated, for a trusted class); see execute.py."""
     log_path = course_dir / WORK_RELPATH / "logs" / lab / f"{student}.autograde.log"
+    report = course_dir / WORK_RELPATH / "reports" / lab / f"{student}.jsonl"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
     cmd = nbgrader_command(course_dir, "autograde", lab, f"--student={student}", "--force",
                            _db_option(db_url or gradebook_url(course_dir)))
     env = nbgrader_env()
-    # The hidden checks read the course's pins, never a file found near the submission.
+    # The grader's judge reads the course's pins, never a file found near the submission.
     env[PINS_ENV_VAR] = str(course_dir / PINS_RELPATH)
+    env[REPORT_VAR] = str(report)
+    # The sandbox stops a little before the whole autograde would be killed: the cells that ran keep their points.
+    env[WALL_VAR] = str(max(30.0, timeout - 60.0))
+    env[SANDBOX_VAR] = "on" if sandbox else "off"
     code, seconds = run_with_timeout(cmd, timeout, log_path, course_dir, env=env, should_stop=should_stop)
     out = Outcome(lab, student, seconds=round(seconds, 1), log=str(log_path.relative_to(course_dir)))
+    out.sandbox = "bubblewrap" if sandbox else NO_SANDBOX
+    _read_report(report, out)
     if code is None:
         out.status, out.detail = "timeout", f"stopped after {timeout:g} s"
     elif code != 0:
@@ -284,6 +513,20 @@ def autograde(course_dir: Path, lab: str, student: str, timeout: float, *, db_ur
     else:
         out.status = "graded"
     return out
+
+
+def _read_report(path: Path, out: Outcome) -> None:
+    """The grader's reasons and flags for the submission's notebooks (execute.py's report)."""
+    if not path.is_file():
+        return
+    reasons, flags = [], []
+    for line in path.read_text().splitlines():
+        entry = json.loads(line)
+        reasons += [f"{cell}: {reason}" for cell, reason in entry.get("reasons", {}).items()]
+        flags += entry.get("flags", [])
+        if entry.get("sandbox") == "off":
+            out.sandbox = NO_SANDBOX
+    out.reasons, out.flags = "; ".join(reasons), "; ".join(flags)
 
 
 def _last_error(log_path: Path) -> str:
@@ -346,7 +589,7 @@ def _drop_feedback(course_dir: Path, lab: str, student: str) -> None:
 
 # --------------------------------------------------------------------------- one task
 def grade_submission(course_dir: str, lab: str, student: str, timeout: float, db_url: str | None = None,
-                     expected: str | None = None, stop: Any = None) -> Outcome:
+                     expected: str | None = None, stop: Any = None, sandbox: bool = True) -> Outcome:
     """One task of a batch, run by a Dask worker: autograde one submission, read its scores, write
     its feedback; returns its :class:`Outcome`.
 
@@ -363,7 +606,7 @@ def grade_submission(course_dir: str, lab: str, student: str, timeout: float, db
         raise FileNotFoundError(f"{root} is not a course folder on {socket.gethostname()}: every Dask worker "
                                 "must see the course at the same path (a shared file system)")
     should_stop = _stop_check(stop)
-    out = autograde(root, lab, student, timeout, db_url=db_url, should_stop=should_stop)
+    out = autograde(root, lab, student, timeout, db_url=db_url, should_stop=should_stop, sandbox=sandbox)
     read_scores(root, out, db_url)
     if expected is not None and _records_digest(gradebook_records(db_url, exclude=[(lab, student)])) != expected:
         out.changed.append("other submissions' records or the labs' cells in its gradebook copy")
@@ -608,12 +851,15 @@ def _tree_digest(paths: list[Path]) -> str:
     return h.hexdigest()
 
 
-def _protected_files(course_dir: Path) -> list[Path]:
+def _protected_files(course_dir: Path, sandbox: bool = True) -> list[Path]:
+    """The grading inputs a submission must not change. Sandboxed, none of them is even visible
+    to it except the package, which it sees read-only (and which a developer may be editing
+    while a batch runs); unsandboxed, the package is compared too."""
     import rlcourse
 
-    return [course_dir / "solutions", course_dir / "labs", course_dir / SUBMITTED_RELPATH,
-            course_dir / EXAMPLES_RELPATH, course_dir / "autograder" / "nbgrader_config.py",
-            Path(rlcourse.__file__).resolve().parent]
+    files = [course_dir / "solutions", course_dir / "labs", course_dir / SUBMITTED_RELPATH,
+             course_dir / EXAMPLES_RELPATH, course_dir / "autograder" / "nbgrader_config.py"]
+    return files if sandbox else [*files, Path(rlcourse.__file__).resolve().parent]
 
 
 GRADEBOOK_CHANGE = "other submissions' records or the labs' cells in the gradebook"
@@ -622,8 +868,8 @@ GRADEBOOK_CHANGE = "other submissions' records or the labs' cells in the gradebo
 class _Guard:
     """Compares the grading inputs with their state at the last check and undoes changes (above)."""
 
-    def __init__(self, course_dir: Path, db_url: str, pins_copy: Path) -> None:
-        self.root, self.db_url, self.pins_copy = course_dir, db_url, pins_copy
+    def __init__(self, course_dir: Path, db_url: str, pins_copy: Path, sandbox: bool = True) -> None:
+        self.root, self.db_url, self.pins_copy, self.sandbox = course_dir, db_url, pins_copy, sandbox
         self.pins = course_dir / PINS_RELPATH
         self.backup = course_dir / WORK_RELPATH / "gradebook.checked.db" if _is_sqlite(db_url) else None
         self.files = ""
@@ -631,7 +877,7 @@ class _Guard:
 
     def start(self) -> None:
         """At the start of a batch (after generate_assignment and collect)."""
-        self.files = _tree_digest(_protected_files(self.root))
+        self.files = _tree_digest(_protected_files(self.root, self.sandbox))
         self.records = gradebook_records(self.db_url)
         self._save()
 
@@ -653,7 +899,7 @@ class _Guard:
             else:
                 changed.append(f"{GRADEBOOK_CHANGE}: NOT restored (rows added or removed)")
                 fatal = True
-        if _tree_digest(_protected_files(self.root)) != self.files:
+        if _tree_digest(_protected_files(self.root, self.sandbox)) != self.files:
             changed.append("files outside its folder (solutions, labs, submissions, config or the "
                            "rlcourse package): NOT restored")
             fatal = True
@@ -703,7 +949,7 @@ def write_summary(path: Path, outcomes: list[Outcome]) -> None:
     for o in outcomes:
         cells += [c for c in o.cells if c not in cells]
     header = ["lab", "student", "status", "score", "max_score", *cells, "seconds", "feedback", "log", "detail",
-              "started", "finished", "worker"]
+              "reasons", "flags", "sandbox", "started", "finished", "worker"]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
@@ -712,9 +958,96 @@ def write_summary(path: Path, outcomes: list[Outcome]) -> None:
         for o in outcomes:
             w.writerow([o.lab, o.student, o.status, f"{o.score:g}", f"{o.max_score:g}",
                         *("" if o.cells.get(c) is None else f"{o.cells[c]:g}" for c in cells),
-                        f"{o.seconds:.1f}", o.feedback, o.log, o.detail, _when(o.started), _when(o.finished),
-                        o.worker])
+                        f"{o.seconds:.1f}", o.feedback, o.log, o.detail, o.reasons, o.flags, o.sandbox,
+                        _when(o.started), _when(o.finished), o.worker])
     os.replace(tmp, path)  # a crash while writing leaves the previous summary, never half of one
+
+
+# --------------------------------------------------------------------------- what was graded
+DONE_RELPATH = WORK_RELPATH / "done"
+
+
+def _files_digest(files: Iterable[tuple[str, Path]]) -> str:
+    """SHA-256 of ``(name, path)`` pairs: every name and its file's bytes."""
+    h = hashlib.sha256()
+    for name, path in files:
+        h.update(name.encode() + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def grading_code_digest(course_dir: Path) -> str:
+    """Digest of the grading code: the ``rlcourse`` package's ``.py`` files and the nbgrader configuration."""
+    import rlcourse
+
+    package = Path(rlcourse.__file__).resolve().parent
+    files = [(str(p.relative_to(package)), p) for p in sorted(package.rglob("*.py")) if "__pycache__" not in p.parts]
+    return _files_digest([*files, ("nbgrader_config.py", course_dir / CONFIG_RELPATH)])
+
+
+class _Done:
+    """The submissions of a lab graded before, and with what (``autograder/.work/done/<lab>/<student>.json``).
+
+    A record is written once a submission's outcome is settled (records in the gradebook, row in
+    the summary) with status ``graded``, and deleted when its grading starts again, so an
+    interrupted batch leaves records only for the submissions it completed. It holds the
+    outcome and its key: the digests of the submitted notebooks, of the lab's pins entry, of its
+    source notebooks and of the grading code, the sandbox setting and the gradebook.
+    """
+
+    def __init__(self, course_dir: Path, lab: str, db_url: str, sandbox: bool, code: str) -> None:
+        self.root, self.lab, self.db_url = course_dir, lab, db_url
+        pins = json.loads((course_dir / PINS_RELPATH).read_text()).get(lab)
+        self.lab_key = {
+            "pins": hashlib.sha256(json.dumps(pins, sort_keys=True).encode()).hexdigest(),
+            "source": _files_digest((p.name, p) for p in sorted((course_dir / "solutions" / lab).glob("*.ipynb"))),
+            "code": code, "sandbox": sandbox, "gradebook": _hide_password(db_url),
+        }
+        self.keys: dict[str, dict[str, Any]] = {}
+
+    def _path(self, student: str) -> Path:
+        return self.root / DONE_RELPATH / self.lab / f"{student}.json"
+
+    def key(self, student: str) -> dict[str, Any]:
+        """The key of ``student``'s submission as it is now in the submitted folder (kept for the batch)."""
+        if student not in self.keys:
+            folder = self.root / SUBMITTED_RELPATH / student / self.lab
+            files = [(p.name, p) for p in sorted(folder.iterdir()) if p.is_file() and not p.is_symlink()]
+            self.keys[student] = {**self.lab_key, "submission": _files_digest(files)}
+        return self.keys[student]
+
+    def previous(self, students: list[str]) -> dict[str, Outcome]:
+        """The earlier outcome of each of ``students`` graded with the same key whose records and
+        feedback are still there; its detail says it was not graded again."""
+        with _gradebook(self.db_url) as gb:
+            in_gradebook = {s.student_id for s in gb.find_assignment(self.lab).submissions}
+        known = {f.name for f in fields(Outcome)} - {"changed"}
+        reused = {}
+        for student in students:
+            try:
+                saved = json.loads(self._path(student).read_text())
+            except (OSError, ValueError):
+                continue
+            out = Outcome(**{k: v for k, v in saved.get("outcome", {}).items() if k in known})
+            feedback = [self.root / page for page in out.feedback.split(", ") if page]
+            if (saved.get("key") == self.key(student) and out.status == "graded" and student in in_gradebook
+                    and feedback and all(page.is_file() for page in feedback)):
+                out.detail = "; ".join(filter(None, [f"unchanged since {_when(out.finished)[:19]}, not graded again",
+                                                     out.detail]))
+                reused[student] = out
+        return reused
+
+    def remember(self, out: Outcome) -> None:
+        """After ``out`` (status ``graded``) is settled: it need not be graded again while its key holds."""
+        path = self._path(out.student)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        saved = {"key": self.key(out.student), "outcome": {k: v for k, v in asdict(out).items() if k != "changed"}}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(saved, indent=1))
+        os.replace(tmp, path)  # a crash leaves the previous record or none, never half of one
+
+    def forget(self, student: str) -> None:
+        """Before ``student`` is graded again (or rejected): no longer done."""
+        self._path(student).unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- where tasks run
@@ -740,8 +1073,8 @@ class _InProcess:
     def capacity(self) -> int:
         return 1
 
-    def submit(self, *args: Any) -> Any:
-        return self.pool.submit(grade_submission, *args, stop=self.event)
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        return self.pool.submit(grade_submission, *args, stop=self.event, **kwargs)
 
     def wait(self, futures: list[Any], timeout: float) -> set[Any]:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -786,9 +1119,10 @@ class _Dask:
             self.client = Client(scheduler, timeout="60s")
             self.description = f"on the Dask cluster at {scheduler}"
         else:
-            # A submission that kills its worker fails at once (status `error`) instead of
-            # being tried on the next worker, which it would kill too; and a worker is sent a
-            # task only when its thread is free (the tasks in flight are the ones running).
+            # A submission that kills its worker fails at once instead of being tried on up to
+            # three more workers, which it would kill too (the batch tries it once more itself,
+            # see _Batch._retry); and a worker is sent a task only when its thread is free (the
+            # tasks in flight are the ones running).
             with dask.config.set({"distributed.scheduler.allowed-failures": 0,
                                   "distributed.scheduler.worker-saturation": 1.0}):
                 self.cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
@@ -810,9 +1144,9 @@ class _Dask:
     def capacity(self) -> int:
         return max(1, sum(self.client.nthreads().values()))
 
-    def submit(self, course_dir: str, lab: str, student: str, *args: Any) -> Any:
+    def submit(self, course_dir: str, lab: str, student: str, *args: Any, **kwargs: Any) -> Any:
         return self.client.submit(grade_submission, course_dir, lab, student, *args, stop=self.event_name,
-                                  pure=False, key=f"grade-{lab}-{student}-{time.time_ns()}")
+                                  pure=False, key=f"grade-{lab}-{student}-{time.time_ns()}", **kwargs)
 
     def wait(self, futures: list[Any], timeout: float) -> set[Any]:
         from distributed import wait
@@ -849,7 +1183,7 @@ def _executor(course_dir: Path, workers: int | None, scheduler: str | None) -> _
 def _task_error(exc: BaseException) -> str:
     if type(exc).__name__ == "KilledWorker":
         return ("its Dask worker process died while grading it (the submission killed it, or the machine ran "
-                "out of memory); not tried again")
+                "out of memory)")
     return f"the grading task failed: {type(exc).__name__}: {exc}"[:300]
 
 
@@ -871,14 +1205,18 @@ class _Batch:
     tasks in flight are the ones running), results judged and written as they arrive."""
 
     def __init__(self, root: Path, lab: str, executor: _InProcess | _Dask, guard: _Guard, db_url: str,
-                 timeout: float, record: Callable[[Outcome], None], bar: Any) -> None:
-        self.root, self.lab, self.executor, self.guard = root, lab, executor, guard
+                 timeout: float, record: Callable[[Outcome], None], bar: Any, sandbox: bool = True,
+                 notes: dict[str, str] | None = None, graded: _Done | None = None) -> None:
+        self.root, self.lab, self.executor, self.guard, self.sandbox = root, lab, executor, guard, sandbox
         self.db_url, self.timeout, self.record, self.bar = db_url, timeout, record, bar
+        self.notes = notes or {}   # student -> what collect() got round, added to the outcome's flags
+        self.graded = graded       # remembers the submissions graded, to skip them in a later batch
         self.sqlite = _is_sqlite(db_url)
         self.queue: deque[_Task] = deque()
         self.running: dict[Any, _Task] = {}
         self.done: list[_Task] = []
         self.requeued: set[str] = set()
+        self.failed: dict[str, str] = {}   # student -> why its task failed the first time
 
     def run(self, students: list[str]) -> None:
         self.queue.extend(_Task(s) for s in students)
@@ -896,6 +1234,8 @@ class _Batch:
             raise
 
     def _start(self, task: _Task) -> None:
+        if self.graded is not None:
+            self.graded.forget(task.student)  # its folders are rewritten from now on: no longer done
         task.submitted, expected = time.time(), None
         task.db_url = self.db_url
         if self.sqlite:
@@ -904,7 +1244,8 @@ class _Batch:
             shutil.copyfile(_sqlite_path(self.db_url), copy)
             task.db_url = "sqlite:///" + str(copy)
             expected = _records_digest(gradebook_records(task.db_url, exclude=[(self.lab, task.student)]))
-        future = self.executor.submit(str(self.root), self.lab, task.student, self.timeout, task.db_url, expected)
+        future = self.executor.submit(str(self.root), self.lab, task.student, self.timeout, task.db_url, expected,
+                                      sandbox=self.sandbox)
         self.running[future] = task
 
     def _stop_running(self, wait_s: float = 60) -> None:
@@ -921,12 +1262,19 @@ class _Batch:
         task = self.running.pop(future)
         task.arrived = time.time()
         self.done.append(task)
+        failed = False
         try:
             out = future.result()
         except Exception as exc:  # the task itself failed (its worker died, the course is not visible...)
+            failed = True
             out = Outcome(self.lab, task.student, status="error", detail=_task_error(exc))
             log = WORK_RELPATH / "logs" / self.lab / f"{task.student}.autograde.log"
             out.log = str(log) if (self.root / log).is_file() else ""
+            first = self.failed.get(task.student)
+            if first is not None:
+                out.detail = ("failed twice (tried again once): " + out.detail
+                              + ("" if first == out.detail else f"; the first time: {first}"))
+        out.flags = "; ".join(filter(None, [out.flags, self.notes.get(task.student, "")]))
         running = list(self.running.values())
         changed, fatal = self.guard.check({(self.lab, t.student) for t in [task, *running]})
         suspects = [task, *running] if changed else [task]
@@ -951,10 +1299,15 @@ class _Batch:
         elif task.suspect and not task.alone:
             self._regrade(task, out, task.suspect)
             return
+        elif failed and task.student not in self.failed:
+            self._retry(task, out)
+            return
         elif task.alone and out.status == "graded":
             out.detail = "graded again alone: " + task.suspect
         self._settle(task, out)
         self.record(out)
+        if self.graded is not None and out.status == "graded":
+            self.graded.remember(out)  # settled and recorded: done
         if self.bar is not None:
             self.bar.update(1)
         self._print(out)
@@ -984,6 +1337,18 @@ class _Batch:
             self.queue.append(_Task(task.student, alone=True, suspect=reason))
             if self.bar is not None:
                 self.bar.total += 1
+
+    def _retry(self, task: _Task, out: Outcome) -> None:
+        """A task that failed (its worker died, it raised) is tried once more, at the end of the queue."""
+        self.failed[task.student] = out.detail
+        kept = Outcome(self.lab, task.student, status="retry", detail="to be tried again: " + out.detail,
+                       log=out.log, flags=out.flags)
+        self._settle(task, kept)
+        self.record(kept)
+        self._print(kept)
+        self.queue.append(_Task(task.student, alone=task.alone, suspect=task.suspect))
+        if self.bar is not None:
+            self.bar.total += 1
 
     def _stop_batch(self, task: _Task, out: Outcome, suspects: list[_Task], changed: list[str]) -> None:
         """A change that cannot be undone: every submission it may come from is `tampered`; stop."""
@@ -1017,6 +1382,8 @@ def grade(
     workers: int | None = None,
     scheduler: str | None = None,
     db: str | None = None,
+    sandbox: bool = True,
+    regrade: bool = False,
 ) -> int:
     """Grade every submission of ``lab`` (default: every lab); see the module docstring.
 
@@ -1031,6 +1398,11 @@ def grade(
             instead of a local cluster; they must see the course folder at the same path.
         db: the gradebook's URL, e.g. ``postgresql://user@host/grading`` (default: the course's
             SQLite file ``autograder/gradebook.db``); every nbgrader command uses it.
+        sandbox: run submissions in the bubblewrap sandbox (the default; grading stops with the
+            cause when it cannot run here). ``False`` runs them unisolated, for a class whose
+            code is trusted; every row of ``summary.csv`` then says so.
+        regrade: grade every submission again, even one graded before with the same notebook,
+            pins, source notebook and grading code (by default that one keeps its outcome).
 
     Returns:
         0 if every submission was graded, 1 if some timed out or could not be graded
@@ -1058,28 +1430,55 @@ def grade(
 
     # Grades against a pass mark measured for another graded run would be silently wrong.
     check_pins_current(root, labs)
+    if sandbox:
+        from rlcourse.grading.sandbox import SandboxUnavailable, check_available
+
+        try:
+            check_available()
+        except SandboxUnavailable as exc:
+            raise RuntimeError(f"cannot grade: submissions run in a bubblewrap sandbox, and it cannot run here: "
+                               f"{exc}. For a class whose code you trust, `rlcourse grade --no-sandbox` grades "
+                               "without it.") from None
+    else:
+        print(f"WARNING: {NO_SANDBOX}; every row of {SUMMARY_RELPATH} says so", flush=True)
     warn_other_machine(root, labs)
     pins_copy = root / WORK_RELPATH / "pinned_metrics.batch.json"
     pins_copy.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(root / PINS_RELPATH, pins_copy)
-    guard = _Guard(root, db_url, pins_copy)
+    guard = _Guard(root, db_url, pins_copy, sandbox)
     if db:
         print(f"gradebook: {_hide_password(db_url)}", flush=True)
     executor = _executor(root, workers, scheduler)
     print(f"grading {executor.description}", flush=True)
+    code = grading_code_digest(root)
     try:
         for name in labs:
             source = choose_submissions(root, name, submissions)
             print(f"[{name}] generating the assignment (nbgrader generate_assignment)", flush=True)
             run_nbgrader(root, "generate_assignment", name, "--force", _db_option(db_url),
                          f"--CourseDirectory.release_directory={root / WORK_RELPATH / 'release'}")
-            students, rejected = collect(root, name, source)
+            notes: dict[str, str] = {}
+            expected = expected_cells(root, name, root / WORK_RELPATH / "release" / name)
+            students, rejected = collect(root, name, source, expected, notes)
+            graded = _Done(root, name, db_url, sandbox, code)
             for out in rejected:
+                if out.status != "invalid_id":
+                    # The submission as it is now cannot be graded: no earlier grades or feedback stay.
+                    graded.forget(out.student)
+                    _remove_submission(db_url, name, out.student, keep_student=True)
+                    _drop_feedback(root, name, out.student)
                 record(out)
             print(f"[{name}] {len(students)} submission(s) from {source}", flush=True)
+            reused = {} if regrade else graded.previous(students)
+            for out in reused.values():
+                record(out)
+            if reused:
+                print(f"[{name}] {len(reused)} submission(s) unchanged since they were graded, not graded again "
+                      f"(--regrade grades them again): {', '.join(sorted(reused))}", flush=True)
+                students = [s for s in students if s not in reused]
             bar = tqdm(total=len(students), desc=f"grade {name}", unit="student", disable=quiet or not students)
             try:
-                _Batch(root, name, executor, guard, db_url, timeout, record, bar).run(students)
+                _Batch(root, name, executor, guard, db_url, timeout, record, bar, sandbox, notes, graded).run(students)
             finally:
                 bar.close()
     finally:
