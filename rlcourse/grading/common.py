@@ -65,6 +65,15 @@ def checks_module(lab: str) -> ModuleType:
         raise ValueError(f"lab {lab!r} has no checks module rlcourse/grading/{lab}.py") from None
 
 
+def withheld(lab: str) -> dict[str, tuple[str, ...]]:
+    """The lab's ``WITHHELD`` reference implementations (none for a lab without a checks module)."""
+    try:
+        module = checks_module(lab)
+    except ValueError:
+        return {}
+    return {k: tuple(v) for k, v in getattr(module, "WITHHELD", {}).items()}
+
+
 def find_pins(start: str | os.PathLike | None = None) -> Path:
     """Locate ``autograder/pinned_metrics.json``.
 
@@ -263,7 +272,10 @@ def load_policy(lab: str, record: Mapping[str, Any], algo: str, env: Any) -> Any
     measured = record.get("measured") if isinstance(record, Mapping) else None
     if not isinstance(measured, Mapping) or record.get("algo") != algo:
         fail(f"the training cell did not leave a trained {algo.upper()} agent")
-    check_agent_config(lab, measured.get("agent_config", {}), pins)
+    try:
+        check_agent_config(lab, measured.get("agent_config", {}), pins)
+    except RuntimeError as exc:  # graded: a failure of this cell, with the reason
+        fail(str(exc))
     cls = get_algorithm(algo)
     agent = cls(env, seed=0, preset=None, **pins["agent_config"])
     recorded = record.get("modules")
@@ -288,7 +300,13 @@ def judge_evaluated_return(lab: str, record: Mapping[str, Any], seed: int | None
 
     env = rlcourse.envs.make(env_id, num_envs=num_envs, seed=EVAL_SEED if seed is None else seed)
     agent = load_policy(lab, record, algo, env)
-    result = rlcourse.evaluate(agent, env, episodes=episodes)
+    try:
+        result = rlcourse.evaluate(agent, env, episodes=episodes)
+    except ValueError as exc:
+        if "NaN or inf" not in str(exc):
+            raise
+        # rlcourse.evaluate refuses the actions of weights that are NaN or inf.
+        fail(f"the trained agent's policy outputs NaN or inf actions: the training diverged; check {functions}")
     check_at_least(result["episode_return_mean"], load_pins(lab)["threshold"],
                    "the trained agent's evaluation return is below the pinned pass mark for this lab "
                    f"(see the header); check {functions}")

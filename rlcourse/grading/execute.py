@@ -45,6 +45,7 @@ from traitlets import Integer
 from rlcourse.grading import judge
 from rlcourse.grading.common import grade_id
 from rlcourse.grading.hidden import GRADING_DIR_VAR
+from rlcourse.grading.similarity import near_copies
 
 SANDBOX_VAR = "RLCOURSE_SANDBOX"
 REPORT_VAR = "RLCOURSE_GRADING_REPORT"
@@ -76,6 +77,7 @@ class SandboxedExecute(NbGraderPreprocessor):
         info = resources.get("nbgrader", {})
         lab, student = info["assignment"], info["student"]
         checks = judge.hidden_checks(nb, lab)
+        flags = near_copies(nb, lab)
         secret = judge.grading_secret(Path.cwd() / SECRET_RELPATH)
         seed = judge.submission_seed(secret, lab, student, nb)
         scratch = Path(tempfile.mkdtemp(prefix=f"rlcourse-grade-{lab}-"))
@@ -110,7 +112,7 @@ class SandboxedExecute(NbGraderPreprocessor):
                         "error", ename="GradingError", evalue=reason, traceback=[f"GradingError: {reason}"]))
             self._report({"lab": lab, "student": student, "notebook": info.get("notebook"),
                           "sandbox": "bubblewrap" if sandbox_enabled() else "off", "seed": seed,
-                          "limit": limit, "problem": problem, "reasons": reasons,
+                          "limit": limit, "problem": problem, "reasons": reasons, "flags": flags,
                           "seconds": round(time.perf_counter() - start, 3)})
         finally:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -389,14 +389,7 @@ def judge_polyak(case: dict[str, Any], outputs: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- training
 def judge_training(record: dict[str, Any], seed: int | None) -> None:
     """The grader loads the trained networks into its own SAC agent and evaluates it anew."""
-    try:
-        judge_evaluated_return(LAB, record, seed, functions="the four functions above", **EVALUATION)
-    except ValueError as exc:
-        # The env refuses the actions of weights that are NaN or inf (a training run that diverged).
-        if "NaN or inf" not in str(exc):
-            raise
-        fail("the trained agent's policy outputs NaN or inf actions: the training diverged; "
-             "check the four functions above")
+    judge_evaluated_return(LAB, record, seed, functions="the four functions above", **EVALUATION)
 
 
 CRITIC_TARGET = FunctionCheck("critic_target", critic_target_cases, call_critic_target, judge_critic_target)
