@@ -160,7 +160,7 @@ GROUP_SECONDS = {
     "test_labs_roundtrip.py[lab4_domain_randomization]": 200, "test_labs_roundtrip.py[lab3_reward_shaping]": 150,
     "test_labs_roundtrip.py[lab2_ppo]": 120, "test_labs_roundtrip.py[lab5_sac]": 120,
     "test_labs_roundtrip.py[lab1_dqn]": 90, "test_course_notebooks.py": 420, "test_learning_offpolicy.py": 360,
-    "test_grading_hostile.py": 150, "test_grading_parallel.py": 240, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
+    "test_grading_hostile.py": 150, "test_grading_inputs.py": 105, "test_grading_parallel.py": 240, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
     "test_browser_lab3.py": 30, "test_learning_ppo.py": 30, "test_cli.py": 25, "test_pins.py": 25,
     "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
 }
