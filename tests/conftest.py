@@ -166,6 +166,15 @@ GROUP_SECONDS = {
 }
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Refuse to run ``make test`` ungrouped: a split group sets up its module fixtures (a whole
+    grading batch) once per worker. (pytest 9 + pytest-xdist 3.8 silently dropped the groups.)"""
+    if getattr(session.config.option, "loadgroup", False):  # set in pytest-xdist's workers
+        if session.items and "@" not in session.items[0].nodeid:
+            raise pytest.UsageError("pytest-xdist's --dist loadgroup is not grouping the tests with this pytest "
+                                    f"({pytest.__version__}); install the versions pyproject.toml allows")
+
+
 def _group(item: pytest.Item) -> str:
     """The scheduling group of a test: its file, or file[lab] for a lab's round trip."""
     name = item.path.name

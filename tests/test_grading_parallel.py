@@ -3,8 +3,9 @@
 The fast tests grade a tiny synthetic course (one notebook, one test cell, no training) whose
 students sleep, answer wrongly, tamper with the pins or try to kill their Dask worker. (A worker
 that really dies is tested with a stub executor in ``test_grading_inputs.py``: from inside the
-sandbox a submission cannot reach its worker.) The slow test
-grades lab 1's example students with two workers on a PostgreSQL server it starts itself.
+sandbox a submission cannot reach its worker.) The PostgreSQL
+test grades the tiny lab with two workers into a server it starts itself (lab round trips with the
+real labs are in test_labs_roundtrip.py).
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from rlcourse.grading import common
 
-from grading_helpers import copy_course, grade_batch
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = "tiny"
@@ -249,35 +249,30 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
-def test_lab1_with_two_workers_on_postgres(postgres_url: str, tmp_path: Path) -> None:
-    """``rlcourse grade lab1_dqn --workers 2 --db postgresql://...`` over the three example
-    students: only example_complete trains (a minute or so); the other two fail their training
-    cell at once and are graded on the second worker meanwhile."""
-    lab, notebook = "lab1_dqn", "lab1_dqn.ipynb"
-    course = copy_course(tmp_path)
-    graded = grade_batch(course, lab, {}, notebook, args=["--workers", "2", "--db", postgres_url])
-    summary, grades = graded["summary"], graded["grades"]
-    expected = {"example_complete": 10.0, "example_partial": 2.0, "example_empty": 0.0}
-    assert "a local Dask cluster of 2" in graded["proc"].stdout
-    assert {s: r["status"] for s, r in summary.items()} == dict.fromkeys(expected, "graded"), summary
-    assert {s: float(r["score"]) for s, r in summary.items()} == expected
-    assert {s: float(r["score"]) for s, r in grades.items()} == expected
-    # Two workers graded at the same time: the others while example_complete trained.
-    complete = summary["example_complete"]
-    for other in ("example_partial", "example_empty"):
-        assert overlap(complete, summary[other]) > 0, (complete, summary[other])
-        assert summary[other]["worker"] != complete["worker"]
-    # The grades are in PostgreSQL (no SQLite file in the course), with every cell's points.
+def test_two_workers_grade_into_postgres(run_cli: Callable, postgres_url: str, tmp_path: Path) -> None:
+    """``rlcourse grade tiny --workers 2 --db postgresql://...``: two submissions graded during the
+    same seconds, both written into one PostgreSQL gradebook (no SQLite file in the course)."""
+    course = tiny_course(tmp_path / "course")
+    subs = write_submissions(tmp_path / "incoming", {"ann": submission(RIGHT_SLOW), "cat": submission(WRONG_SLOW)})
+    before = {p: p.read_bytes() for p in subs.rglob("*.ipynb")}
+    proc, summary = grade_tiny(run_cli, course, subs, "--workers", "2", "--db", postgres_url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "a local Dask cluster of 2" in proc.stdout
+    expected = {"ann": 1.0, "cat": 0.0}
+    assert {s: (r["status"], float(r["score"])) for s, r in summary.items()} == \
+        {s: ("graded", v) for s, v in expected.items()}, summary
+    assert summary["ann"]["worker"] != summary["cat"]["worker"]
+    assert overlap(summary["ann"], summary["cat"]) > 2, (summary["ann"], summary["cat"])
+    assert {s: float(r["score"]) for s, r in read_csv(course / "autograder" / "grades.csv", "student_id").items()} \
+        == expected
     assert not (course / "autograder" / "gradebook.db").exists()
     from nbgrader.api import Gradebook
 
     from rlcourse.grading.pipeline import check_db_url
 
     with Gradebook(check_db_url(postgres_url)) as gb:   # (postgresql:// gets the psycopg2 driver)
-        assert {s.student.id: s.score for s in gb.assignment_submissions(lab)} == expected
-        assert gb.find_assignment(lab).max_score == 10
-        partial = gb.find_submission(lab, "example_partial")
-        assert {g.name: g.score for nb in partial.notebooks for g in nb.grades if g.max_score} == {
-            "test_epsilon_greedy": 2.0, "test_td_targets": 0.0, "test_huber": 0.0, "test_training": 0.0}
-    assert graded["before"] == graded["after"], "grading modified a submission"
+        assert {s.student.id: s.score for s in gb.assignment_submissions(TINY)} == expected
+        assert gb.find_assignment(TINY).max_score == 1
+        cells = {g.name: g.score for nb in gb.find_submission(TINY, "cat").notebooks for g in nb.grades}
+        assert cells == {common.TRAINING_CELL: 0.0}
+    assert {p: p.read_bytes() for p in subs.rglob("*.ipynb")} == before, "grading modified a submission"

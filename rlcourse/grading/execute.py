@@ -90,6 +90,9 @@ class SandboxedExecute(NbGraderPreprocessor):
             nbformat.write(nb, work / "submission.ipynb")
             limit = self._run(lab, scratch)
             executed = _read_executed(work / "executed.ipynb")
+            if limit is None and executed is not None:
+                stopped = executed.metadata.get("rlcourse_runner", {})
+                limit = stopped.get("stopped") if isinstance(stopped, dict) else None
             problem = _merge_outputs(nb, executed)
             reasons: dict[str, str] = {}
             for cell in nb.cells:

@@ -5,25 +5,69 @@ executed notebook to ``OUT`` after every cell, so a run stopped by a limit still
 outputs of the cells before. Errors do not stop the run (like nbgrader's ``Execute``); a cell
 that runs past ``--cell-timeout`` is interrupted and gets a ``CellTimeoutError`` output; a
 kernel that dies (a memory limit, ``os._exit``) ends the run, and the cells after it stay
-unexecuted. Nothing here judges anything: the grader outside reads ``OUT`` and the records.
+unexecuted. The outputs the notebook keeps are capped (``--max-output-bytes``): past the cap the
+cell is interrupted, its further output dropped, an ``OutputLimitError`` output added and the run
+ends; ``OUT``'s metadata says ``{"rlcourse_runner": {"stopped": "output"}}``. (The sandbox's own
+output cap sees only this process's stdout; cell output reaches it over the kernel's channels.)
+Nothing here judges anything: the grader outside reads ``OUT`` and the records.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
+from nbclient.util import ensure_async
+
+MAX_OUTPUT_BYTES = 32 * 1024 * 1024
+"""Output a notebook may keep (JSON of its messages): a lab's plots, logs and a short video fit."""
+OUTPUT_MESSAGES = {"stream", "display_data", "execute_result", "update_display_data"}
+STOPPED_BY_OUTPUT = 4
 
 
-def execute(src: Path, dst: Path, cell_timeout: int) -> int:
+class CappedClient(NotebookClient):
+    """An nbclient client that keeps at most ``max_output_bytes`` of output for the notebook."""
+
+    def __init__(self, nb: nbformat.NotebookNode, max_output_bytes: int, **kwargs: Any) -> None:
+        super().__init__(nb, **kwargs)
+        self.max_output_bytes = max_output_bytes
+        self.output_bytes = 0
+        self.over_cap = False
+
+    def process_message(self, msg: dict[str, Any], cell: nbformat.NotebookNode,
+                        cell_index: int) -> nbformat.NotebookNode | None:
+        if msg.get("msg_type") in OUTPUT_MESSAGES:
+            self.output_bytes += len(json.dumps(msg.get("content", {})))
+            if self.output_bytes > self.max_output_bytes:
+                if not self.over_cap:
+                    self.over_cap = True
+                    self._kill_kernel()
+                return None  # dropped: what is still queued from the kernel is read and discarded
+        return super().process_message(msg, cell, cell_index)
+
+    def _kill_kernel(self) -> None:
+        """End the kernel at once: an interrupt would leave gigabytes of queued output to read
+        first, and a cell can ignore it. The run ends here anyway (DeadKernelError)."""
+        process = getattr(getattr(self.km, "provisioner", None), "process", None)
+        if process is not None:
+            process.kill()
+        else:
+            asyncio.ensure_future(ensure_async(self.km.shutdown_kernel(now=True)))
+
+
+def execute(src: Path, dst: Path, cell_timeout: int, max_output_bytes: int = MAX_OUTPUT_BYTES) -> int:
     nb = nbformat.read(src, as_version=4)
-    client = NotebookClient(
-        nb, timeout=cell_timeout, allow_errors=True, kernel_name="python3", interrupt_on_timeout=True,
+    client = CappedClient(
+        nb, max_output_bytes, timeout=cell_timeout, allow_errors=True, kernel_name="python3", interrupt_on_timeout=True,
         error_on_timeout={"ename": "CellTimeoutError", "evalue": f"the cell ran longer than {cell_timeout} s",
                           "traceback": [f"CellTimeoutError: the cell ran longer than {cell_timeout} s"]},
         resources={"metadata": {"path": str(src.parent)}},
@@ -36,13 +80,24 @@ def execute(src: Path, dst: Path, cell_timeout: int) -> int:
             try:
                 client.execute_cell(cell, index)
             except DeadKernelError as exc:
+                if client.over_cap:
+                    break  # the finally below says why
                 cell.outputs.append(nbformat.v4.new_output(
                     "error", ename="DeadKernelError", evalue="the kernel died while running this cell",
                     traceback=[f"DeadKernelError: the kernel died while running this cell ({exc})"]))
                 status = 3
                 break
             finally:
+                if client.over_cap:
+                    message = (f"the notebook printed more than {max_output_bytes // 2**20} MB of output; "
+                               "the rest was dropped and the notebook stopped here")
+                    cell.outputs.append(nbformat.v4.new_output(
+                        "error", ename="OutputLimitError", evalue=message, traceback=[f"OutputLimitError: {message}"]))
+                    nb.metadata["rlcourse_runner"] = {"stopped": "output"}
+                    status = STOPPED_BY_OUTPUT
                 _write(nb, dst)
+            if client.over_cap:
+                break
     _write(nb, dst)
     return status
 
@@ -58,8 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path)
     parser.add_argument("dst", type=Path)
     parser.add_argument("--cell-timeout", type=int, default=900)
+    parser.add_argument("--max-output-bytes", type=int, default=MAX_OUTPUT_BYTES)
     args = parser.parse_args(argv)
-    return execute(args.src, args.dst, args.cell_timeout)
+    return execute(args.src, args.dst, args.cell_timeout, args.max_output_bytes)
 
 
 if __name__ == "__main__":
