@@ -31,6 +31,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return value
+
+
 def _hyperparameter_epilog() -> str:
     from rlcourse.algos import ALGORITHMS, config_help
 
@@ -74,7 +84,11 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--threads", type=_positive_int, default=1,
                    help="torch CPU threads (default 1: small MLPs update faster on one thread than two)")
     t.add_argument("--checkpoint-every", type=_positive_int, default=50, help="iterations between checkpoints")
-    t.add_argument("--eval-episodes", type=int, default=10, help="episodes of the final evaluation")
+    t.add_argument("--eval-episodes", type=_nonnegative_int, default=None,
+                   help="episodes of each deterministic evaluation (default: preset, else 10; 0: none)")
+    t.add_argument("--eval-every", type=_nonnegative_int, default=None,
+                   help="env steps between evaluations; the best policy becomes policy.pt "
+                        "(default: preset, else 0: only at the end)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -83,6 +97,8 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
     e.add_argument("--episodes", type=_positive_int, default=10)
     e.add_argument("--seed", type=int, default=12345)
     e.add_argument("--num-envs", type=_positive_int, default=None)
+    e.add_argument("--which", default="best", choices=["best", "last"],
+                   help="policy.pt (best evaluated during training, the default) or policy_last.pt (end of training)")
     e.add_argument("--video", default=None, metavar="OUT.mp4", help="also render episodes to an .mp4 or .gif file")
     e.add_argument("--video-episodes", type=_positive_int, default=1)
 
@@ -126,6 +142,11 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def _first_set(*values: Any) -> Any:
+    """The first value that is not ``None``."""
+    return next(v for v in values if v is not None)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
@@ -153,6 +174,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not total_steps:
         raise UsageError("--total-steps is required for this env (no preset)")
     seed = saved.get("seed", args.seed) if args.resume else file_cfg.get("seed", args.seed)
+    # 0 is a meaningful value for both, so the first source that sets one wins (not the first truthy one).
+    eval_every = _first_set(args.eval_every, file_cfg.get("eval_every"), saved.get("eval_every"),
+                            preset.get("eval_every"), 0)
+    eval_episodes = _first_set(args.eval_episodes, file_cfg.get("eval_episodes"), saved.get("eval_episodes"),
+                               preset.get("eval_episodes"), 10)
+    for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
+    if eval_every > 0 and eval_episodes == 0:
+        raise UsageError(f"--eval-every {eval_every} needs --eval-episodes > 0")
     hp = dict(preset["hyperparameters"])
     hp.update(saved.get("hyperparameters", {}))
     hp.update(file_cfg.get("hyperparameters") or {})
@@ -170,7 +201,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     agent = algo_cls(env, seed=int(seed), device=args.device, preset=None, **hp)
     runner = Runner(
         agent, env, run_dir=run_dir, tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every,
-        eval_episodes=args.eval_episodes, progress=False if args.no_progress else None,
+        eval_episodes=eval_episodes, eval_every=eval_every, progress=False if args.no_progress else None,
     )
     if args.resume:
         ckpt = runner.resume()
@@ -199,13 +230,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not (run_dir / "run.yaml").exists() or not (run_dir / "policy.pt").exists():
         raise UsageError(f"{run_dir} is not a finished run directory (needs run.yaml and policy.pt)")
     info = yaml.safe_load((run_dir / "run.yaml").read_text())
-    policy = load_policy(run_dir / "policy.pt")
+    path = run_dir / ("policy.pt" if args.which == "best" else "policy_last.pt")
+    if not path.exists():
+        raise UsageError(f"{run_dir} has no {path.name} (written by runs since the best policy is kept); "
+                         "use --which best")
+    policy = load_policy(path)
     num_envs = args.num_envs or min(args.episodes, 8)
     env = envs.make(info["env"], num_envs=num_envs, seed=args.seed)
     result = evaluate(policy, env, episodes=args.episodes)
     env.close()
     result.pop("returns")
-    result.update({"algo": info["algo"], "env": info["env"]})
+    result.update({"algo": info["algo"], "env": info["env"], "policy": args.which})
     if args.video:
         from rlcourse.video import record_video
 

@@ -14,10 +14,12 @@ import torch
 def export_torchscript(agent: Any, path: str | os.PathLike) -> Path:
     """Script the agent's deterministic policy (normalizer included) into ``path``, atomically.
 
-    The file loads anywhere with ``torch.jit.load(path)`` and needs no rlcourse:
-    ``actions = policy(obs)`` with ``obs`` a float32 ``(batch, num_obs)`` tensor.
+    ``agent`` is an rlcourse agent or an inference policy module itself (e.g. the runner's
+    best policy so far). The file loads anywhere with ``torch.jit.load(path)`` and needs no
+    rlcourse: ``actions = policy(obs)`` with ``obs`` a float32 ``(batch, num_obs)`` tensor.
     """
-    policy = copy.deepcopy(agent.inference_policy()).cpu().eval()
+    module = agent if isinstance(agent, torch.nn.Module) else agent.inference_policy()
+    policy = copy.deepcopy(module).cpu().eval()
     scripted = torch.jit.script(policy)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

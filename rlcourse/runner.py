@@ -6,7 +6,9 @@ One iteration is the same for PPO, SAC, DQN and DDPG (the rsl_rl protocol)::
     returns:  compute_returns(last_obs)      (GAE for PPO; nothing for off-policy)
     update:   losses = update()
     log:      TensorBoard + progress.csv + progress bar
-    save:     an atomic checkpoint every `checkpoint_every` iterations
+    evaluate: the deterministic policy every `eval_every` env steps and at the end, on an
+              eval env of its own; the best policy so far is kept (as RL Zoo's EvalCallback)
+    save:     an atomic checkpoint every `checkpoint_every` iterations (best policy included)
 
 A run directory ends up holding::
 
@@ -14,27 +16,32 @@ A run directory ends up holding::
     progress.csv            the same scalars, one row per logged iteration
     run.yaml                algorithm, env, seed, hyperparameters (what `rlcourse eval` rebuilds),
                             the CPU and library versions
-    checkpoints/            ckpt_<step>.pt, resumable
-    policy.pt               TorchScript policy with its observation normalizer
+    checkpoints/            ckpt_<step>.pt, resumable (they also hold the best policy so far)
+    policy.pt               TorchScript policy with its observation normalizer: the best evaluated
+                            one (the last one when evaluation is off)
+    policy_last.pt          the same for the policy at the end of training
     learning_curve.png      episode return against env steps
-    metrics.json            final deterministic evaluation + throughput
+    metrics.json            final deterministic evaluation of the last policy, best_eval_* /
+                            last_eval_* for both policies, throughput
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import csv
 import dataclasses
 import json
 import math
 import os
+import random
 import re
 import socket
 import tempfile
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,6 +54,9 @@ from rlcourse.export import export_torchscript
 from rlcourse.machine import versions
 
 CHECKPOINT_RE = re.compile(r"ckpt_(\d+)\.pt$")
+# The eval env made by the runner is seeded with seed + EVAL_SEED_OFFSET: its episodes are
+# not the training env's, and every evaluation of a run sees the same start states.
+EVAL_SEED_OFFSET = 10_000
 
 
 def _progress_default() -> bool:
@@ -60,12 +70,17 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     The temporary file is ``.<name>.<random>.tmp``; :meth:`Runner.resume` deletes any a
     killed process left behind.
     """
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> None:
+    """Call ``write(f)`` on a temporary file next to ``path``, then rename it to ``path`` (see :func:`atomic_save`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -113,6 +128,41 @@ def denormals_flushed(enabled: bool = True) -> Iterator[None]:
         torch.set_flush_denormal(previous)
 
 
+@contextlib.contextmanager
+def random_state_kept(device: torch.device | str | None = None) -> Iterator[None]:
+    """Run the block, then put Python's, NumPy's and torch's global generators back as they were.
+
+    An evaluation in the middle of training must not shift the training run's random stream:
+    a run with periodic evaluation then trains exactly the same policy as one without. The
+    deterministic policy draws nothing, but an env (a gymnasium wrapper, a domain randomizer)
+    may draw from the global generators, so they are restored whatever the block did.
+    """
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = [device] if device is not None and torch.device(device).type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+@contextlib.contextmanager
+def _train_modes_kept(algo: Any) -> Iterator[None]:
+    """Put the algorithm's networks back in their train/eval modes after the block.
+
+    ``inference_policy()`` switches the live networks to eval mode; a network with dropout
+    or batch norm would then train differently after an evaluation in the middle of a run.
+    """
+    modules = algo._modules().values() if hasattr(algo, "_modules") else []
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.train(training)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -139,8 +189,13 @@ class Runner:
         checkpoint_every: iterations between checkpoints (and one at the end).
         keep_checkpoints: how many recent checkpoints to keep.
         log_interval_steps: env steps between logged rows (at least one per iteration).
-        eval_episodes: episodes of the final deterministic evaluation (0 to skip).
-        eval_env: env for that evaluation (default: a fresh one of the same id).
+        eval_episodes: episodes of each deterministic evaluation (0: no evaluation, and
+            ``policy.pt`` is the last policy).
+        eval_every: env steps between evaluations of the deterministic policy (0: only the one
+            at the end). The best evaluated policy is kept and exported as ``policy.pt``.
+        eval_env: env for the evaluations (default: a fresh one of the same id, seeded with
+            ``seed + EVAL_SEED_OFFSET`` and reset with that seed before each evaluation; an env
+            passed here keeps its own seeding).
         progress: show a progress bar (default: on, off under nbgrader).
         verbose: print where things were written.
         callback: ``callback(runner) -> bool | None`` called after every iteration;
@@ -160,6 +215,7 @@ class Runner:
         log_interval_steps: int = 1000,
         eval_episodes: int = 10,
         eval_env: VecEnv | None = None,
+        eval_every: int = 0,
         progress: bool | None = None,
         verbose: bool = False,
         callback: Any = None,
@@ -172,8 +228,16 @@ class Runner:
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.keep_checkpoints = max(1, int(keep_checkpoints))
         self.log_interval_steps = int(log_interval_steps)
+        if int(eval_episodes) < 0:
+            raise ValueError(f"eval_episodes must be >= 0 (0: no evaluation), got {eval_episodes!r}")
+        if int(eval_every) < 0:
+            raise ValueError(f"eval_every must be >= 0 env steps (0: evaluate only at the end), got {eval_every!r}")
+        if int(eval_every) > 0 and int(eval_episodes) == 0:
+            raise ValueError(f"eval_every={eval_every} needs eval_episodes > 0")
         self.eval_episodes = int(eval_episodes)
+        self.eval_every = int(eval_every)
         self.eval_env = eval_env
+        self._own_eval_env: VecEnv | None = None
         self.progress = _progress_default() if progress is None else progress
         self.verbose = verbose
         self.callback = callback
@@ -184,6 +248,12 @@ class Runner:
         self.metrics: dict[str, Any] = {}
         self.recent_returns: deque[float] = deque(maxlen=100)
         self.recent_lengths: deque[float] = deque(maxlen=100)
+        # Best-so-far deterministic policy (a CPU copy of algo.inference_policy()), its mean
+        # evaluation return and the env step it was evaluated at; saved in every checkpoint.
+        self.best_policy: torch.nn.Module | None = None
+        self.best_eval_return: float | None = None
+        self.best_eval_step: int | None = None
+        self.last_eval: dict[str, Any] | None = None   # the latest evaluation's result, with its "step"
 
     # ---------------------------------------------------------------- main loop
     def learn(self, total_steps: int) -> dict[str, Any]:
@@ -210,6 +280,7 @@ class Runner:
         # Denormal floats flushed to zero while training: same results, less time (see denormals_flushed).
         with denormals_flushed(self.flush_denormals), bar:   # the bar closes on the way out
             while algo.global_step < total_steps:
+                step_before = algo.global_step
                 t0 = time.perf_counter()
                 with torch.inference_mode():
                     for _ in range(algo.num_steps_per_env):
@@ -254,6 +325,11 @@ class Runner:
                     window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0
                 if self.callback is not None and self.callback(self) is False:
                     finished = True
+                # Evaluate when this iteration crossed a multiple of eval_every, and at the end
+                # (before the last checkpoint, so that it holds the final best as well).
+                crossed = self.eval_every > 0 and step_before // self.eval_every < algo.global_step // self.eval_every
+                if self.eval_episodes > 0 and (crossed or finished):
+                    self.evaluate_policy()
                 if self.run_dir is not None and (algo.iteration % self.checkpoint_every == 0 or finished):
                     self.save_checkpoint(self.wall_time_s + time.perf_counter() - t_start)
                 if finished:
@@ -288,6 +364,8 @@ class Runner:
             "num_envs": self.env.num_envs,
             "seed": algo.seed,
             "total_steps": int(algo.total_steps),
+            "eval_every": self.eval_every,
+            "eval_episodes": self.eval_episodes,
             "hyperparameters": _plain(dataclasses.asdict(algo.cfg)),
             # A seed reproduces a run on the same machine only (see rlcourse.machine).
             "machine": versions(),
@@ -316,6 +394,10 @@ class Runner:
         folder = self.run_dir / "checkpoints"
         state = self.algo.checkpoint()
         state["runner"] = {"wall_time_s": self.wall_time_s if wall_time_s is None else wall_time_s}
+        if self.best_policy is not None:
+            # Without it a resumed run would forget the best policy of the part before the crash.
+            state["runner"]["best"] = {"return": self.best_eval_return, "step": self.best_eval_step,
+                                       "policy": self.best_policy.state_dict()}
         path = folder / f"ckpt_{self.algo.global_step:010d}.pt"
         atomic_save(state, path)
         found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := CHECKPOINT_RE.search(p.name)))
@@ -331,30 +413,80 @@ class Runner:
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.algo.load_checkpoint(state)
         self.wall_time_s = float(state.get("runner", {}).get("wall_time_s", 0.0))
+        best = state.get("runner", {}).get("best")
+        if best is not None:
+            with _train_modes_kept(self.algo):   # only the structure is wanted; the weights are the checkpoint's
+                policy = copy.deepcopy(self.algo.inference_policy()).cpu().eval()
+            policy.load_state_dict(best["policy"])
+            self.best_policy = policy
+            self.best_eval_return, self.best_eval_step = float(best["return"]), int(best["step"])
         if self.run_dir is not None:
             _clean_after_crash(self.run_dir, self.algo.global_step)
         return Path(path)
 
-    def _finish(self) -> None:
+    def evaluate_policy(self) -> dict[str, Any]:
+        """Evaluate the deterministic policy now; keep it (and export it as ``policy.pt``) if it is the best so far.
+
+        Returns the evaluation's result (``episode_return_mean``, ...) with the env ``step``.
+        Ties keep the earlier policy. Training is not disturbed: the eval env is not the
+        training env, the global random generators and the networks' train/eval modes are
+        put back afterwards.
+        """
         algo = self.algo
-        if self.eval_episodes > 0:
-            eval_env = self.eval_env
-            if eval_env is None:
-                eval_env = envs.make(self.env.env_id, num_envs=min(self.eval_episodes, 8), seed=algo.seed + 10_000,
-                                     device=getattr(self.env, "device", "cpu"))
-            result = evaluate(algo, eval_env, episodes=self.eval_episodes)
-            if self.eval_env is None:
-                eval_env.close()
-            self.metrics.update({k: v for k, v in result.items() if k != "returns"})
-        if self.run_dir is None:
-            return
-        export_torchscript(algo, self.run_dir / "policy.pt")
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2))
-        plot_learning_curve(self.run_dir)
+        env = self.eval_env
+        seed = None   # an eval env passed in keeps its own seeding
+        if env is None:
+            seed = algo.seed + EVAL_SEED_OFFSET
+            if self._own_eval_env is None:
+                self._own_eval_env = envs.make(self.env.env_id, num_envs=min(self.eval_episodes, 8), seed=seed,
+                                               device=getattr(self.env, "device", "cpu"))
+            env = self._own_eval_env
+        with random_state_kept(getattr(algo, "device", None)), _train_modes_kept(algo):
+            result = evaluate(algo, env, episodes=self.eval_episodes, seed=seed)
+            result.pop("returns", None)
+            result["step"] = int(algo.global_step)
+            is_best = self.best_eval_return is None or result["episode_return_mean"] > self.best_eval_return
+            if is_best:
+                self.best_policy = copy.deepcopy(algo.inference_policy()).cpu().eval()
+        self.last_eval = result
+        if is_best:
+            self.best_eval_return, self.best_eval_step = result["episode_return_mean"], result["step"]
+            if self.run_dir is not None:
+                # Exported at once: a run killed later still leaves its best policy behind.
+                export_torchscript(self.best_policy, self.run_dir / "policy.pt")
         if self.writer is not None:
             for key in ("episode_return_mean", "episode_return_std"):
-                if key in self.metrics:
-                    self.writer.add_scalar(f"eval/{key}", self.metrics[key], algo.global_step)
+                self.writer.add_scalar(f"eval/{key}", result[key], result["step"])
+            self.writer.add_scalar("eval/best_episode_return_mean", self.best_eval_return, result["step"])
+            self.writer.flush()
+        return result
+
+    def _finish(self) -> None:
+        algo = self.algo
+        if self.eval_episodes > 0 and (self.last_eval is None or self.last_eval["step"] != algo.global_step):
+            self.evaluate_policy()   # e.g. learn() on a run that had already reached total_steps
+        if self._own_eval_env is not None:
+            self._own_eval_env.close()
+            self._own_eval_env = None
+        if self.last_eval is not None:
+            # The unprefixed keys are the final evaluation of the last policy, as before.
+            self.metrics.update({k: v for k, v in self.last_eval.items() if k != "step"})
+            self.metrics.update({
+                "eval_every": self.eval_every,
+                "last_eval_return": self.last_eval["episode_return_mean"],
+                "last_eval_step": self.last_eval["step"],
+                "best_eval_return": self.best_eval_return,
+                "best_eval_step": self.best_eval_step,
+            })
+        best = self.best_policy is not None
+        self.metrics["policy_pt"] = "best" if best else "last"
+        if self.run_dir is None:
+            return
+        export_torchscript(algo, self.run_dir / "policy_last.pt")
+        export_torchscript(self.best_policy if best else algo, self.run_dir / "policy.pt")
+        atomic_write(self.run_dir / "metrics.json", lambda f: f.write(json.dumps(self.metrics, indent=2).encode()))
+        plot_learning_curve(self.run_dir)
+        if self.writer is not None:
             self.writer.close()
             self.writer = None
         if self.verbose:

@@ -103,7 +103,7 @@ def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a config file must be a YAML mapping")
-    allowed = {"env", "num_envs", "total_steps", "seed", "hyperparameters"}
+    allowed = {"env", "num_envs", "total_steps", "seed", "eval_every", "eval_episodes", "hyperparameters"}
     for key in data:
         if key not in allowed:
             raise ValueError(f"{path}: unknown config key {key!r}; allowed: {sorted(allowed)}")
