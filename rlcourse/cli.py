@@ -182,8 +182,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name, value in (("eval_every", eval_every), ("eval_episodes", eval_episodes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise UsageError(f"{name} must be a non-negative integer, got {value!r}")
-    if eval_every > 0 and eval_episodes == 0:
-        raise UsageError(f"--eval-every {eval_every} needs --eval-episodes > 0")
+    if eval_episodes == 0:
+        # No evaluation: a schedule asked for on this command line is a mistake; one that comes
+        # from the preset or the run's config is simply not used.
+        if args.eval_every:
+            raise UsageError(f"--eval-every {eval_every} needs --eval-episodes > 0")
+        eval_every = 0
     hp = dict(preset["hyperparameters"])
     hp.update(saved.get("hyperparameters", {}))
     hp.update(file_cfg.get("hyperparameters") or {})

@@ -1,6 +1,6 @@
 """Grading several submissions at once (``rlcourse grade --workers N``, Dask) and on PostgreSQL.
 
-The fast tests grade a tiny synthetic course (one notebook, one test cell, no training) whose
+These tests grade a tiny synthetic course (one notebook, one test cell, no training) whose
 students sleep, answer wrongly, tamper with the pins or try to kill their Dask worker. (A worker
 that really dies is tested with a stub executor in ``test_grading_inputs.py``: from inside the
 sandbox a submission cannot reach its worker.) The PostgreSQL
@@ -132,7 +132,8 @@ def grade_tiny(run_cli: Callable, course: Path, subs: Path, *args: str) -> tuple
     return proc, summary
 
 
-# --------------------------------------------------------------------------- fast tests
+# --------------------------------------------------------------------------- the tiny course
+@pytest.mark.slow  # ~40-70 s: four sandboxed submissions on a fresh Dask cluster
 def test_dask_grades_in_parallel_and_a_submission_cannot_kill_its_worker(run_cli: Callable, tmp_path: Path) -> None:
     course = tiny_course(tmp_path / "course")
     subs = write_submissions(tmp_path / "incoming", {
