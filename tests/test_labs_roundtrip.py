@@ -69,4 +69,11 @@ def test_round_trip(lab: str, tmp_path: Path) -> None:
     assert points(summary["example_partial"], list(full)) == {**dict.fromkeys(full, 0.0),
                                                               first_test: full[first_test]}
     assert set(points(summary["example_empty"], list(full)).values()) == {0.0}, summary["example_empty"]
+    # The complete example runs clean while graded: no cell shows an error (e.g. an ungraded
+    # demo calling a reference implementation that grading withholds).
+    autograded = nbformat.read(course / "autograder" / "autograded" / "example_complete" / lab / notebook, 4)
+    errors = {cell.metadata.get("nbgrader", {}).get("grade_id", i): out.get("ename")
+              for i, cell in enumerate(autograded.cells) if cell.cell_type == "code"
+              for out in cell.get("outputs", []) if out.get("output_type") == "error"}
+    assert not errors, f"{lab}: cells of the complete example end with errors while graded: {errors}"
     assert graded["before"] == graded["after"], "grading modified a submission"

@@ -111,13 +111,14 @@ def reward_panel(weights: Mapping[str, float], funcs: Mapping[str, TermFn] = BUI
     (starting at ``weights``), an iterations slider and a **Train** button.
 
     ``preview=False`` leaves the plot empty until a slider moves: the autograder's headless
-    executor (nbclient) can hang waiting on plots captured into an Output widget.
+    executor (nbclient) can hang waiting on plots captured into an Output widget, and while
+    grading the built-in terms the preview records are withheld.
     """
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
     from IPython.display import clear_output
 
-    behaviours = reference_behaviours()
+    behaviours: dict[str, dict[str, float]] = {}  # recorded at the first preview (a few seconds)
     sliders = {name: widgets.FloatSlider(value=weights[name], min=lo, max=hi, step=step, description=name,
                                          continuous_update=False, readout_format="+.2f",
                                          style={"description_width": "140px"}, layout=widgets.Layout(width="420px"))
@@ -137,6 +138,8 @@ def reward_panel(weights: Mapping[str, float], funcs: Mapping[str, TermFn] = BUI
         w = current()
         with out:
             clear_output(wait=True)
+            if not behaviours:
+                behaviours.update(reference_behaviours())
             fig, ax = plt.subplots(figsize=(8, 2.8))
             names = list(behaviours)
             y = np.arange(len(TERM_NAMES))
