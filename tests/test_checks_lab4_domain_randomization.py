@@ -476,10 +476,18 @@ EVAL_SEEDS = {"in_process": None, "graded": 12345}
 
 @pytest.fixture(scope="module")
 def walker() -> Any:
-    """The nominal policy the graded cell leaves as `agent`, without the fine-tuning: the shipped
-    walker (an Ant PPO with the pinned hyperparameters), loaded the way the cell loads it."""
+    """A good policy: the shipped walker (an Ant PPO with the pinned hyperparameters), loaded the
+    way the graded cell loads it, without the fine-tuning."""
     env = rlcourse.envs.make("Ant", num_envs=4, seed=0)
     yield rlcourse.pretrained.load("ant_walker", env=env)
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def untrained() -> Any:
+    """A poor policy: an untrained Ant PPO with the pinned hyperparameters."""
+    env = rlcourse.envs.make("Ant", num_envs=4, seed=0)
+    yield rlcourse.PPO(env, seed=0, preset=None, **PINS["agent_config"])
     env.close()
 
 
@@ -490,9 +498,11 @@ def _pins(monkeypatch: pytest.MonkeyPatch, folder: Path, threshold: float) -> di
     return serve_pins(monkeypatch, folder, LAB, {**PINS, "threshold": threshold}, config_dict=None)
 
 
-def _namespace(agent: Any, randomized: float, nominal: float) -> dict[str, Any]:
-    """What the graded cell leaves behind: ``result`` with both policies' grids (means as given,
-    a worst cell 40 below) and the trained ``agent``."""
+def _namespace(randomized_agent: Any, nominal_agent: Any, randomized: float = 500.0,
+               nominal: float = 400.0) -> dict[str, Any]:
+    """What the graded cell leaves behind: ``result`` with both policies' grids as it printed them
+    (means as given, a worst cell 40 below), both trained ``agents`` and ``agent`` (the nominal
+    one, the last its loop trains)."""
     result = {}
     for name, mean in (("randomized", randomized), ("nominal", nominal)):
         grid = np.full(GRID_SHAPE, mean, dtype=float)
@@ -500,7 +510,8 @@ def _namespace(agent: Any, randomized: float, nominal: float) -> dict[str, Any]:
         grid[0, 1] = mean + 40.0
         result[name] = {"grid": grid.round(3).tolist(), "worst_case_return": float(grid.min()),
                         "mean_return": float(grid.mean())}
-    return {"result": result, "agent": agent}
+    return {"result": result, "agent": nominal_agent,
+            "agents": {"randomized": randomized_agent, "nominal": nominal_agent}}
 
 
 def _training_verdict(ns: dict[str, Any], mode: str, folder: Path) -> str | None:
@@ -514,51 +525,47 @@ def _training_verdict(ns: dict[str, Any], mode: str, folder: Path) -> str | None
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_training_check_re_evaluates_the_nominal_policy(walker: Any, mode: str, tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The nominal mean the randomized one must beat is the grader's own evaluation of the recorded
-    nominal policy (fresh seed while grading): a forged nominal grid changes nothing."""
-    _pins(monkeypatch, tmp_path / "pins", threshold=1.0)
-    record = plain(checks.record_training(_namespace(walker, 0.0, 0.0)))
-    nominal = checks.evaluate_nominal(record, EVAL_SEEDS[mode])
-    assert _training_verdict(_namespace(walker, nominal + 1.0, 0.0), mode, tmp_path / "a") is None
-    verdict = _training_verdict(_namespace(walker, nominal - 1.0, 0.0), mode, tmp_path / "b")
+def test_training_check_grades_the_graders_evaluation_of_both_policies(
+        walker: Any, untrained: Any, mode: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Which policy is better is the grader's own measurement (fresh seed while grading): the
+    numbers the cell printed decide nothing."""
+    _pins(monkeypatch, tmp_path / "pins", threshold=-1e6)   # the pass mark decides nothing here
+    record = plain(checks.record_training(_namespace(walker, untrained)))
+    good, poor = (checks.evaluate_policy(record, name, EVAL_SEEDS[mode]) for name in ("randomized", "nominal"))
+    assert good > poor, (good, poor)
+    # Printed: randomized far below nominal; measured: randomized better. Passes.
+    assert _training_verdict(_namespace(walker, untrained, 0.0, 900.0), mode, tmp_path / "a") is None
+    # Printed: randomized far above nominal; measured: randomized worse. Fails.
+    verdict = _training_verdict(_namespace(untrained, walker, 900.0, 0.0), mode, tmp_path / "b")
     assert verdict is not None and "not higher than the nominal" in verdict
-    assert not shows_number(verdict, round(nominal, 1))
+    assert not shows_number(verdict, round(good, 1)) and not shows_number(verdict, round(poor, 1))
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("offset, passes", [(0.0, True), (50.0, True), (-1.0, False), (-200.0, False)])
-def test_training_check_compares_with_the_pinned_pass_mark(walker: Any, offset: float, passes: bool, mode: str,
-                                                           tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A pass mark above any nominal policy's return: the pass mark alone decides.
-    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
-    verdict = _training_verdict(_namespace(walker, t + offset, t + offset - 10.0), mode, tmp_path)
+@pytest.mark.parametrize("offset, passes", [(-50.0, True), (1.0, False), (200.0, False)])
+def test_training_check_compares_with_the_pinned_pass_mark(walker: Any, untrained: Any, offset: float, passes: bool,
+                                                           mode: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The pass mark applies to the grader's evaluation of the randomized policy."""
+    _pins(monkeypatch, tmp_path / "pins", threshold=-1e6)
+    record = plain(checks.record_training(_namespace(walker, untrained)))
+    measured = checks.evaluate_policy(record, "randomized", EVAL_SEEDS[mode])
+    t = _pins(monkeypatch, tmp_path / "pins2", threshold=measured + offset)["threshold"]
+    verdict = _training_verdict(_namespace(walker, untrained, 9999.0, 0.0), mode, tmp_path)
     if passes:
         assert verdict is None
     else:
         assert verdict is not None and "below the pinned pass mark" in verdict
-        assert not shows_number(verdict, t) and not shows_number(verdict, PINS["threshold"])
+        assert not shows_number(verdict, round(t, 1)) and not shows_number(verdict, PINS["threshold"])
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_training_check_grades_the_mean_not_the_worst_cell(walker: Any, mode: str, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
-    ns = _namespace(walker, t + 50, t)
-    randomized, nominal = ns["result"]["randomized"], ns["result"]["nominal"]
-    randomized["grid"][-1][-1] = nominal["worst_case_return"] - 1.0
-    randomized["worst_case_return"] = nominal["worst_case_return"] - 1.0
-    randomized["mean_return"] = float(np.mean(randomized["grid"]))
-    assert _training_verdict(ns, mode, tmp_path) is None
-
-
-@pytest.mark.parametrize("mode", MODES)
-def test_training_check_accepts_the_rounded_grid_the_cell_stores(walker: Any, mode: str, tmp_path: Path,
+def test_training_check_accepts_the_rounded_grid_the_cell_stores(walker: Any, untrained: Any, mode: str,
+                                                                 tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """The cell stores the grid rounded to 3 decimals next to the exact minimum and mean."""
-    t = _pins(monkeypatch, tmp_path / "pins", threshold=5000.0)["threshold"]
-    ns = _namespace(walker, t + 10, t)
+    _pins(monkeypatch, tmp_path / "pins", threshold=-1e6)
+    ns = _namespace(walker, untrained)
     ns["result"]["randomized"]["worst_case_return"] += 0.0004
     ns["result"]["randomized"]["mean_return"] += 0.0004
     assert _training_verdict(ns, mode, tmp_path) is None
@@ -575,13 +582,16 @@ def test_training_check_accepts_the_rounded_grid_the_cell_stores(walker: Any, mo
         (lambda ns: ns["result"]["nominal"].update(grid=ns["result"]["nominal"]["grid"][:-1]), "nominal grid must hold"),
         (lambda ns: ns["result"]["randomized"]["grid"][1].__setitem__(1, math.nan), "randomized grid must hold"),
         (lambda ns: ns.pop("agent"), "trained `agent`"),
-        (lambda ns: ns.update(agent=type("Agent", (), {"cfg": None})()), "an rlcourse PPO agent"),
+        (lambda ns: ns.update(agent=type("Agent", (), {"cfg": None})()), "a trained PPO agent"),
+        (lambda ns: ns.pop("agents"), "must leave `agents`"),
+        (lambda ns: ns["agents"].pop("randomized"), "must leave `agents`"),
+        (lambda ns: ns["agents"].update(nominal=object()), "agents['nominal'] must be a trained"),
     ],
 )
 def test_training_check_refuses_an_incomplete_result(walker: Any, change: Callable, message: str, mode: str,
                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     t = _pins(monkeypatch, tmp_path / "pins", threshold=PINS["threshold"])["threshold"]
-    ns = _namespace(walker, t + 10, t)
+    ns = _namespace(walker, walker, t + 10, t)
     change(ns)
     if "agent" in ns and ns["agent"] is not walker:
         monkeypatch.setattr(common, "config_dict", lambda cfg: dict(PINS["agent_config"]))
@@ -597,7 +607,7 @@ def test_training_check_refuses_a_run_with_other_hyperparameters(tmp_path: Path,
     env = rlcourse.envs.make("Ant", num_envs=2, seed=0)
     agent = rlcourse.PPO(env, seed=0, preset=None, **{**PINS["agent_config"], "learning_rate": 1.0})
     env.close()
-    ns = _namespace(agent, 2000.0, 0.0)
+    ns = _namespace(agent, agent, 2000.0, 0.0)
     with pytest.raises(RuntimeError, match=f"learning_rate: pinned .* now 1.0.*rlcourse pin {LAB}"):
         checks.check_training(ns)
     verdict = _training_verdict(ns, "graded", tmp_path)
@@ -606,7 +616,8 @@ def test_training_check_refuses_a_run_with_other_hyperparameters(tmp_path: Path,
 
 def _forge(record: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
     """A copy of ``record`` with the entry at ``path`` replaced (``None``: removed)."""
-    record = {**record, "measured": dict(record["measured"]), "modules": dict(record["modules"])}
+    record = {**record, "measured": dict(record["measured"]), "modules": dict(record["modules"]),
+              "randomized_modules": dict(record["randomized_modules"])}
     *parents, key = path
     target = record
     for p in parents:
@@ -624,6 +635,8 @@ def _forge(record: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[st
         (("modules", "actor_critic"), {"weight": torch.zeros(3, 3)}, "network 'actor_critic' does not fit"),
         (("modules", "obs_normalizer"), None, "network 'obs_normalizer' was not recorded"),
         (("modules",), "<dict>", "network 'actor_critic' was not recorded"),
+        (("randomized_modules",), None, "network 'actor_critic' was not recorded"),
+        (("randomized_modules", "actor_critic"), {"weight": torch.zeros(3, 3)}, "network 'actor_critic' does not fit"),
         (("algo",), "sac", "did not leave a trained PPO agent"),
         (("measured",), "<Foo>", "must leave `result`"),
         (("measured", "agent_config"), None, "must leave `result`"),
@@ -638,7 +651,7 @@ def test_training_judge_refuses_forged_or_broken_records(walker: Any, path: tupl
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """While grading, the record comes from the sandbox: whatever it holds fails with a message."""
     _pins(monkeypatch, tmp_path / "pins", threshold=1.0)
-    record = plain(checks.record_training(_namespace(walker, 2000.0, 0.0)))
+    record = plain(checks.record_training(_namespace(walker, walker, 2000.0, 0.0)))
     with pytest.raises(AssertionError, match=re.escape(message)):
         checks.judge_training(_forge(record, path, value), seed=1)
 

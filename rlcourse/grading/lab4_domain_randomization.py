@@ -22,10 +22,10 @@ Three kinds of judgement:
 * **training**: the graded cell fine-tunes the shipped walking Ant twice, with the student's
   randomization and without, and evaluates both over a friction x payload grid. Graded: the
   randomized policy's **mean over the grid** reaches the pinned pass mark **and** beats the
-  nominal policy's mean. The worst cells are recorded, not graded (they depend on the CPU).
-  The grader re-evaluates the nominal policy itself from its recorded networks (the trained
-  ``agent`` the cell leaves); the randomized policy is not left in the notebook's namespace
-  (``agent`` is reassigned by the cell's loop), so its mean is the one the cell measured.
+  nominal policy's mean, both as the grader measures them: it loads the two recorded policies
+  (``agents`` the cell leaves) into its own PPO agents and sweeps them over the same grid on a
+  seed the sandbox never saw. The grids the cell printed are checked for consistency, not
+  graded. The worst cells are recorded, not graded (they depend on the CPU).
 """
 
 from __future__ import annotations
@@ -532,13 +532,19 @@ def measure(ns: Mapping[str, Any]) -> dict[str, Any]:
 
 def record_training(ns: Mapping[str, Any]) -> dict[str, Any]:
     """Runs in the sandbox: what the graded cell measured (:func:`measure`) and the networks of
-    the trained ``agent`` it leaves, the nominal policy (the last one its loop trains)."""
+    both trained policies, ``agents["randomized"]`` and ``agents["nominal"]`` (state dicts only)."""
     measured = measure(ns)
-    modules = getattr(ns["agent"], "_modules", None)
-    if not callable(modules):
-        fail("the training cell must leave the trained `agent`, an rlcourse PPO agent")
+    agents = ns.get("agents")
+    if not isinstance(agents, Mapping) or set(POLICIES) - set(agents):
+        fail("the training cell must leave `agents`, both trained policies ('randomized' and 'nominal')")
+    states = {}
+    for name in POLICIES:
+        modules = getattr(agents[name], "_modules", None)
+        if not callable(modules):
+            fail(f"the training cell's agents[{name!r}] must be a trained rlcourse PPO agent")
+        states[name] = {str(k): m.state_dict() for k, m in modules().items()}
     return {"measured": measured, "algo": str(getattr(ns["agent"], "name", "")),
-            "modules": {str(k): m.state_dict() for k, m in modules().items()}}
+            "modules": states["nominal"], "randomized_modules": states["randomized"]}
 
 
 def _recorded_mean(measured: Mapping[str, Any], name: str, shape: tuple[int, ...]) -> float:
@@ -556,39 +562,46 @@ def _recorded_mean(measured: Mapping[str, Any], name: str, shape: tuple[int, ...
     return mean
 
 
-def evaluate_nominal(record: Mapping[str, Any], seed: int | None) -> float:
-    """The recorded nominal policy, loaded into the grader's own PPO agent (pinned hyperparameters)
-    and swept like the graded cell does (:data:`EVALUATION`) on envs seeded with ``seed``
-    (``None``: :data:`~rlcourse.grading.common.EVAL_SEED`); returns its mean over the grid."""
+def evaluate_policy(record: Mapping[str, Any], name: str, seed: int | None) -> float:
+    """The recorded ``name`` policy ("randomized" or "nominal"), loaded into the grader's own PPO
+    agent (pinned hyperparameters) and swept like the graded cell does (:data:`EVALUATION`) on
+    envs seeded with ``seed`` (``None``: :data:`~rlcourse.grading.common.EVAL_SEED`); returns
+    its mean over the grid."""
     import rlcourse
 
     eval_seed = common.EVAL_SEED if seed is None else seed
+    networks = record.get("modules" if name == "nominal" else "randomized_modules")
     env = rlcourse.envs.make(EVALUATION["task"], num_envs=EVALUATION["num_envs"], seed=eval_seed)
     try:
-        agent = common.load_policy(LAB, record, "ppo", env)
+        agent = common.load_policy(LAB, {**record, "modules": networks}, "ppo", env)
     finally:
         env.close()   # the sweep builds its own envs; the agent only needed this one's spaces
-    return float(rlcourse.evaluate_robustness(agent, seed=eval_seed, **EVALUATION).grid().mean())
+    mean = float(rlcourse.evaluate_robustness(agent, seed=eval_seed, **EVALUATION).grid().mean())
+    if not math.isfinite(mean):
+        fail(f"the {name} policy outputs NaN or inf actions: the training diverged")
+    return mean
 
 
 def judge_training(record: dict[str, Any], seed: int | None) -> None:
-    """Runs in the grader: both grids complete, the pinned hyperparameters, the randomized policy's
-    mean over the grid at or above the pinned pass mark and above the nominal policy's mean, the
-    latter from the grader's own evaluation of the recorded nominal policy."""
+    """Runs in the grader: both grids complete and consistent, the pinned hyperparameters, and,
+    from the grader's own sweep of both recorded policies, the randomized policy's mean over the
+    grid at or above the pinned pass mark and above the nominal policy's."""
     pins = load_pins(LAB)
     measured = record.get("measured")
     if not isinstance(measured, Mapping) or not isinstance(measured.get("agent_config"), Mapping):
         fail("the training cell must leave `result` (the dict the cell builds) and the trained `agent`")
     check_agent_config(LAB, measured["agent_config"], pins)
     shape = np.shape(pins["runs"][0]["measured"]["randomized_grid"])
-    randomized = _recorded_mean(measured, "randomized", shape)
-    _recorded_mean(measured, "nominal", shape)
+    for name in POLICIES:
+        _recorded_mean(measured, name, shape)
+    randomized = evaluate_policy(record, "randomized", seed)
     check_at_least(randomized, pins["threshold"],
-                   "the randomized policy's mean over the grid is below the pinned pass mark for this lab (see the "
-                   "header); check your sampler and randomize first, then the observation noise")
-    if not randomized > evaluate_nominal(record, seed):
-        fail("the randomized policy's mean over the grid is not higher than the nominal policy's (evaluated anew "
-             "by the grader): randomization did not make the walker more robust; check your sampler and "
+                   "the randomized policy's mean over the grid (evaluated anew by the grader) is below the pinned "
+                   "pass mark for this lab (see the header); check your sampler and randomize first, then the "
+                   "observation noise")
+    if not randomized > evaluate_policy(record, "nominal", seed):
+        fail("the randomized policy's mean over the grid is not higher than the nominal policy's (both evaluated "
+             "anew by the grader): randomization did not make the walker more robust; check your sampler and "
              "randomize (payload and friction), then the observation noise")
 
 
