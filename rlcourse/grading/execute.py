@@ -124,7 +124,7 @@ class SandboxedExecute(NbGraderPreprocessor):
     def _run(self, lab: str, scratch: Path) -> str | None:
         """Execute ``work/submission.ipynb``; returns the limit that ended the run, if one did."""
         wall = float(os.environ.get(WALL_VAR) or self.wall_timeout)
-        argv = [sys.executable, "-m", "rlcourse.grading.runner", "submission.ipynb", "executed.ipynb",
+        argv = [os.path.abspath(sys.executable), "-m", "rlcourse.grading.runner", "submission.ipynb", "executed.ipynb",
                 "--cell-timeout", str(self.timeout)]
         env = {"NBGRADER_EXECUTION": "autograde", "RLCOURSE_NO_PROGRESS": "1"}
         if sandbox_enabled():

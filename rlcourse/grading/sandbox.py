@@ -304,7 +304,7 @@ def _bwrap_mount_args(table: list[Mount], scratch: Path, files: Mapping[str, Pat
 
 # --------------------------------------------------------------------------- environment
 def _default_env(uid: int) -> dict[str, str]:
-    venv_bin = str(Path(sys.executable).absolute().parent)
+    venv_bin = os.path.dirname(os.path.abspath(sys.executable))  # abspath: no "..", no symlink resolved
     return {
         "PATH": f"{venv_bin}:/usr/local/bin:/usr/bin:/bin",
         "HOME": SCRATCH,
