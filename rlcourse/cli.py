@@ -91,6 +91,13 @@ def build_parser(with_epilog: bool = True) -> argparse.ArgumentParser:
                         "(default: preset, else 0: only at the end)")
     t.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its latest checkpoint")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument("--nproc", type=_positive_int, default=1,
+                   help="training processes on this machine, started with torchrun (gloo on CPU, nccl on CUDA: one "
+                        "GPU each). Each steps --num-envs envs of its own; gradients are averaged, so an update "
+                        "matches one process with nproc x num-envs envs. --total-steps counts all processes' "
+                        "steps; rank 0 writes the run directory. Several machines: run on each "
+                        "`torchrun --nnodes M --nproc-per-node N --node-rank I --rdzv-endpoint HOST:PORT "
+                        "-m rlcourse.cli train ...` (without --nproc)")
 
     e = sub.add_parser("eval", help="re-evaluate a run directory's exported policy")
     e.add_argument("run_dir", help="a run directory written by `rlcourse train`")
@@ -148,12 +155,49 @@ def _first_set(*values: Any) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from rlcourse import distributed
+
+    if distributed.launched_by_torchrun():
+        local = int(os.environ["LOCAL_WORLD_SIZE"])
+        if args.nproc not in (1, local):
+            raise UsageError(f"--nproc {args.nproc} under torchrun, which started {local} processes on this machine")
+        device = distributed.init(args.device)
+        try:
+            return _train(args, _train_settings(args, world_size=distributed.world_size()), device)
+        finally:
+            distributed.shutdown()
+    settings = _train_settings(args, world_size=args.nproc)   # bad input: one error line, before any process starts
+    if args.nproc == 1:
+        return _train(args, settings, args.device)
     import torch
 
-    from rlcourse import envs
+    if args.device == "cuda" and args.nproc > torch.cuda.device_count():
+        raise UsageError(f"--nproc {args.nproc} --device cuda needs one GPU per process; torch sees "
+                         f"{torch.cuda.device_count()}")
+    return distributed.launch(args.nproc, _without_nproc(args.argv), threads=args.threads)
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the processes torchrun starts train alone)."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
+
+
+def _train_settings(args: argparse.Namespace, world_size: int) -> dict[str, Any]:
+    """Everything ``rlcourse train`` needs, from the command line, the config file, the run being
+    resumed and the preset (in that order); a mistake raises :class:`UsageError`."""
+    import torch
+
     from rlcourse.algos import get_algorithm, load_preset
-    from rlcourse.algos.base import load_config_file
-    from rlcourse.runner import Runner, latest_checkpoint
+    from rlcourse.algos.base import build_config, load_config_file
+    from rlcourse.runner import latest_checkpoint
 
     algo_cls = get_algorithm(args.algo)
     file_cfg: dict[str, Any] = load_config_file(args.config) if args.config else {}
@@ -170,6 +214,14 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UsageError("--env is required (e.g. --env CartPole-v1)")
     preset = load_preset(algo_cls.name, env_id)
     num_envs = args.num_envs or file_cfg.get("num_envs") or saved.get("num_envs") or preset.get("num_envs") or 8
+    saved_nproc = int(saved.get("nproc", 1))
+    if args.resume and not args.num_envs and saved_nproc != world_size:
+        # Resumed with another number of processes: keep the run's total number of envs.
+        total_envs = int(saved.get("num_envs", num_envs)) * saved_nproc
+        if total_envs % world_size:
+            raise UsageError(f"{run_dir} ran {saved_nproc} processes x {saved.get('num_envs')} envs; "
+                             f"{total_envs} envs do not split over {world_size} processes: pass --num-envs")
+        num_envs = total_envs // world_size
     total_steps = args.total_steps or file_cfg.get("total_steps") or saved.get("total_steps") or preset.get("total_steps")
     if not total_steps:
         raise UsageError("--total-steps is required for this env (no preset)")
@@ -192,27 +244,52 @@ def cmd_train(args: argparse.Namespace) -> int:
     hp.update(saved.get("hyperparameters", {}))
     hp.update(file_cfg.get("hyperparameters") or {})
     hp.update(_parse_sets(args.set))
-    torch.set_num_threads(args.threads)
+    build_config(algo_cls.Config, hp)   # a bad hyperparameter is reported here, not once per process
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA GPU is visible to torch on this machine")
 
     if run_dir is not None and not args.resume and (run_dir / "run.yaml").exists():
         raise UsageError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --run-dir")
     if run_dir is None:
+        # Chosen once, by the launching process: every rank must name the same folder.
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path("runs") / f"{algo_cls.name}_{env_id}_s{seed}_{stamp}"
-    env = envs.make(env_id, num_envs=int(num_envs), seed=int(seed), device=args.device)
-    agent = algo_cls(env, seed=int(seed), device=args.device, preset=None, **hp)
+        args.argv += ["--run-dir", str(run_dir)]
+    return {"algo_cls": algo_cls, "env_id": env_id, "num_envs": int(num_envs), "total_steps": int(total_steps),
+            "seed": int(seed), "eval_every": eval_every, "eval_episodes": eval_episodes, "hp": hp, "run_dir": run_dir}
+
+
+def _train(args: argparse.Namespace, settings: dict[str, Any], device: Any) -> int:
+    """Train with ``settings`` in this process (one rank of a multi-process run, or the only process)."""
+    import torch
+
+    from rlcourse import distributed, envs
+    from rlcourse.runner import Runner
+
+    torch.set_num_threads(args.threads)
+    algo_cls, env_id, num_envs = settings["algo_cls"], settings["env_id"], settings["num_envs"]
+    total_steps, run_dir = settings["total_steps"], settings["run_dir"]
+    seed = distributed.rank_seed(settings["seed"])   # rank r: seed + r * RANK_SEED_OFFSET
+    env = envs.make(env_id, num_envs=num_envs, seed=seed, device=device)
+    agent = algo_cls(env, seed=seed, device=device, preset=None, **settings["hp"])
     runner = Runner(
         agent, env, run_dir=run_dir, tensorboard=args.tensorboard, checkpoint_every=args.checkpoint_every,
-        eval_episodes=eval_episodes, eval_every=eval_every, progress=False if args.no_progress else None,
+        eval_episodes=settings["eval_episodes"], eval_every=settings["eval_every"],
+        progress=False if args.no_progress else None,
     )
+    main = distributed.is_main()
     if args.resume:
         ckpt = runner.resume()
-        print(f"resuming from {ckpt} at step {agent.global_step}", flush=True)
-    print(f"training {algo_cls.name.upper()} on {env_id} ({num_envs} envs, {int(total_steps)} steps) -> {run_dir}", flush=True)
-    metrics = runner.learn(int(total_steps))
+        if main:
+            print(f"resuming from {ckpt} at step {agent.global_step}", flush=True)
+    if main:
+        procs = f"{distributed.world_size()} processes x " if distributed.world_size() > 1 else ""
+        print(f"training {algo_cls.name.upper()} on {env_id} ({procs}{num_envs} envs, {total_steps} steps) -> {run_dir}",
+              flush=True)
+    metrics = runner.learn(total_steps)
     env.close()
+    if not main:
+        return 0
     print(json.dumps(metrics, indent=2))
     if args.tensorboard and sys.stdin.isatty():
         print(f"TensorBoard still serving at {runner.tensorboard_url}; press Ctrl+C to stop.")
@@ -271,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(with_epilog=any(a in ("-h", "--help") for a in argv))
     args = parser.parse_args(argv)
+    args.argv = list(argv)   # `train --nproc N` starts N copies of this command line
     handlers = {"train": cmd_train, "eval": cmd_eval, "grade": cmd_grade, "pin": cmd_pin}
     try:
         return handlers[args.command](args)

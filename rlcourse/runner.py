@@ -23,6 +23,10 @@ A run directory ends up holding::
     learning_curve.png      episode return against env steps
     metrics.json            final deterministic evaluation of the last policy, best_eval_* /
                             last_eval_* for both policies, throughput
+
+With several processes (``torch.distributed``, see :mod:`rlcourse.distributed`) every rank
+runs this loop on its own envs; rank 0 alone writes the run directory, evaluates and shows
+the progress bar, and the training-episode statistics it logs are those of its own envs.
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ import numpy as np
 import torch
 import yaml
 
-from rlcourse import envs
+from rlcourse import distributed, envs
 from rlcourse.envs.base import VecEnv
 from rlcourse.evaluation import evaluate
 from rlcourse.export import export_torchscript
 from rlcourse.machine import versions
+from rlcourse.seeding import seed_everything
 
 CHECKPOINT_RE = re.compile(r"ckpt_(\d+)\.pt$")
 # The eval env made by the runner is seeded with seed + EVAL_SEED_OFFSET: its episodes are
@@ -202,6 +207,10 @@ class Runner:
             returning ``False`` stops training early (e.g. a reward threshold).
         flush_denormals: treat denormal floats as zero while training (faster on x86 CPUs,
             the same results; see :func:`denormals_flushed`).
+
+    In a multi-process run every rank makes a Runner with the same arguments; on ranks other
+    than 0 it writes nothing, evaluates nothing and shows no progress bar, and it reads
+    ``run_dir`` only to resume.
     """
 
     def __init__(
@@ -223,8 +232,10 @@ class Runner:
     ) -> None:
         self.algo = algo
         self.env = env
-        self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.tensorboard = tensorboard
+        main = distributed.is_main()   # rank 0 (or the only process) writes, evaluates and logs
+        self._resume_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = self._resume_dir if main else None
+        self.tensorboard = tensorboard and main
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.keep_checkpoints = max(1, int(keep_checkpoints))
         self.log_interval_steps = int(log_interval_steps)
@@ -234,12 +245,12 @@ class Runner:
             raise ValueError(f"eval_every must be >= 0 env steps (0: evaluate only at the end), got {eval_every!r}")
         if int(eval_every) > 0 and int(eval_episodes) == 0:
             raise ValueError(f"eval_every={eval_every} needs eval_episodes > 0")
-        self.eval_episodes = int(eval_episodes)
+        self.eval_episodes = int(eval_episodes) if main else 0
         self.eval_every = int(eval_every)
         self.eval_env = eval_env
         self._own_eval_env: VecEnv | None = None
-        self.progress = _progress_default() if progress is None else progress
-        self.verbose = verbose
+        self.progress = (_progress_default() if progress is None else progress) and main
+        self.verbose = verbose and main
         self.callback = callback
         self.flush_denormals = flush_denormals
         self.writer = None
@@ -262,8 +273,11 @@ class Runner:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
         algo, env = self.algo, self.env
         algo.total_steps = int(total_steps)
+        # Every rank starts from rank 0's networks (a no-op in one process). Before rank 0 writes
+        # anything: no rank is still checking the command line against the run directory.
+        distributed.broadcast_modules(algo._modules().values())
         self._open_outputs()
-        steps_per_iter = algo.num_steps_per_env * env.num_envs
+        steps_per_iter = algo.num_steps_per_env * env.num_envs * distributed.world_size()
         log_every = max(1, math.ceil(self.log_interval_steps / steps_per_iter))
         obs, _ = env.reset(seed=algo.seed + algo.iteration)
 
@@ -323,7 +337,8 @@ class Runner:
                     if self.recent_returns:
                         bar.set_postfix(ret=f"{np.mean(self.recent_returns):.1f}", refresh=False)
                     window_returns, window_lengths, window_steps, window_time = [], [], 0, 0.0
-                if self.callback is not None and self.callback(self) is False:
+                # All ranks stop together, when any rank's callback says so.
+                if self.callback is not None and distributed.any_rank(self.callback(self) is False):
                     finished = True
                 # Evaluate when this iteration crossed a multiple of eval_every, and at the end
                 # (before the last checkpoint, so that it holds the final best as well).
@@ -346,6 +361,9 @@ class Runner:
         }
         if self.recent_returns:
             self.metrics["train_episode_return_mean"] = float(np.mean(self.recent_returns))
+        if distributed.world_size() > 1:
+            self.metrics["nproc"] = distributed.world_size()
+        distributed.dump_rank_state(algo._modules())
         self._finish()
         return self.metrics
 
@@ -361,7 +379,8 @@ class Runner:
         run_info = {
             "algo": algo.name,
             "env": self.env.env_id,
-            "num_envs": self.env.num_envs,
+            "num_envs": self.env.num_envs,   # per process
+            "nproc": distributed.world_size(),
             "seed": algo.seed,
             "total_steps": int(algo.total_steps),
             "eval_every": self.eval_every,
@@ -407,11 +426,17 @@ class Runner:
 
     def resume(self, checkpoint: str | os.PathLike | None = None) -> Path:
         """Load ``checkpoint`` (default: the latest in ``run_dir``) into the algorithm."""
-        path = Path(checkpoint) if checkpoint else (latest_checkpoint(self.run_dir) if self.run_dir else None)
+        path = Path(checkpoint) if checkpoint else (latest_checkpoint(self._resume_dir) if self._resume_dir else None)
         if path is None or not Path(path).exists():
-            raise FileNotFoundError(f"no checkpoint to resume from in {self.run_dir}/checkpoints")
+            raise FileNotFoundError(f"no checkpoint to resume from in {self._resume_dir}/checkpoints")
         state = torch.load(path, map_location="cpu", weights_only=False)
         self.algo.load_checkpoint(state)
+        if distributed.rank() > 0:
+            # The checkpoint holds rank 0's random state; every other rank goes on drawing
+            # from a stream of its own (a resumed multi-process run is not bit-identical to an
+            # uninterrupted one; a resumed single-process run is).
+            seed_everything(self.algo.seed + self.algo.global_step)
+            self.algo.generator.manual_seed(self.algo.seed + self.algo.global_step)
         self.wall_time_s = float(state.get("runner", {}).get("wall_time_s", 0.0))
         best = state.get("runner", {}).get("best")
         if best is not None:

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import yaml
 
+from rlcourse import distributed
 from rlcourse.models.policy import InferencePolicy
 from rlcourse.runner import Runner, atomic_save
 from rlcourse.seeding import seed_everything
@@ -220,6 +221,12 @@ class Algorithm:
         pass
 
     # -- shared ------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        """Processes training this agent together (1 without ``torch.distributed``, see
+        :mod:`rlcourse.distributed`): ``global_step`` counts the env steps of all of them."""
+        return distributed.world_size()
+
     def set_env(self, env: Any) -> None:
         """Attach a (new) environment, e.g. after :meth:`load`. Its spaces must match."""
         spec = EnvSpec.of(env)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlcourse import distributed
 from rlcourse.algos.base import Algorithm
 from rlcourse.algos.common import QCritics, action_bounds, polyak_update, scale_actions
 from rlcourse.models.mlp import mlp
@@ -135,7 +136,8 @@ class DDPG(Algorithm):
         cfg = self.cfg
         obs = obs.to(self.device, torch.float32)
         if isinstance(self.obs_normalizer, EmpiricalNormalization):
-            self.obs_normalizer.update(obs)
+            # Every process's observations: the normalizer stays the same on all of them.
+            self.obs_normalizer.update(distributed.all_gather_cat(obs))
         shape = (obs.shape[0], self.spec.num_actions)
         if self.global_step < cfg.learning_starts:
             # Uniformly random actions in [-1, 1] until the buffer holds enough data.
@@ -164,7 +166,7 @@ class DDPG(Algorithm):
             terminated.to(self.device), extras.get("time_outs", truncated).to(self.device),
             extras.get("final_obs"),
         )
-        self.global_step += self.spec.num_envs
+        self.global_step += self.spec.num_envs * self.world_size   # all processes' envs
 
     def compute_returns(self, last_obs: torch.Tensor) -> None:
         """Nothing to do: targets are computed per sampled minibatch in :meth:`update`."""
@@ -193,6 +195,7 @@ class DDPG(Algorithm):
             critic_loss = F.mse_loss(q, target)
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
+            distributed.all_reduce_grads(self.critic_optimizer)   # mean over processes (no-op in one)
             self.critic_optimizer.step()
             self.num_updates += 1
             critic_loss_sum += critic_loss.detach()
@@ -206,6 +209,7 @@ class DDPG(Algorithm):
                 self.critic.requires_grad_(True)
                 self.actor_optimizer.zero_grad(set_to_none=True)
                 actor_loss.backward()
+                distributed.all_reduce_grads(self.actor_optimizer)
                 self.actor_optimizer.step()
                 actor_loss_sum += actor_loss.detach()
                 actor_steps += 1

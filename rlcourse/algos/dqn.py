@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlcourse import distributed
 from rlcourse.algos.base import Algorithm
 from rlcourse.algos.common import polyak_update
 from rlcourse.models.mlp import mlp
@@ -223,7 +224,8 @@ class DQN(Algorithm):
         cfg = self.cfg
         obs = obs.to(self.device, torch.float32)
         if isinstance(self.obs_normalizer, EmpiricalNormalization):
-            self.obs_normalizer.update(obs)
+            # Every process's observations: the normalizer stays the same on all of them.
+            self.obs_normalizer.update(distributed.all_gather_cat(obs))
         self._obs = obs
         # CHOICE: epsilon decays over a fraction of the whole run (SB3, CleanRL), so the
         # schedule stretches with total_steps; outside learn() it sits at its final value.
@@ -259,7 +261,7 @@ class DQN(Algorithm):
             terminated.to(self.device), extras.get("time_outs", truncated).to(self.device),
             extras.get("final_obs"),
         )
-        self.global_step += self.spec.num_envs
+        self.global_step += self.spec.num_envs * self.world_size   # all processes' envs
 
     def compute_returns(self, last_obs: torch.Tensor) -> None:
         """Nothing to do: targets are computed per sampled minibatch in :meth:`update`."""
@@ -293,6 +295,7 @@ class DQN(Algorithm):
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.all_reduce_grads(self.optimizer)   # mean over processes (no-op in one)
             nn.utils.clip_grad_norm_(self.q_network.parameters(), cfg.max_grad_norm, foreach=True)
             self.optimizer.step()
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from rlcourse import distributed
 from rlcourse.algos.base import Algorithm
 from rlcourse.models.mlp import ActorCritic
 from rlcourse.models.normalizer import EmpiricalNormalization
@@ -188,7 +189,8 @@ class PPO(Algorithm):
     def act(self, obs: torch.Tensor) -> torch.Tensor:
         obs = obs.to(self.device, torch.float32)
         if isinstance(self.obs_normalizer, EmpiricalNormalization):
-            self.obs_normalizer.update(obs)
+            # Every process's observations: the normalizer stays the same on all of them.
+            self.obs_normalizer.update(distributed.all_gather_cat(obs))
         obs_n = self.obs_normalizer(obs)
         dist = self.actor_critic.distribution(obs_n)
         actions = dist.sample()
@@ -227,7 +229,7 @@ class PPO(Algorithm):
             rewards[time_outs] += self.cfg.gamma * v_final
         dones = (terminated.to(self.device) | time_outs).float()
         self.storage.add(self._obs_n, self._actions, rewards, dones, self._values, self._log_probs)
-        self.global_step += self.spec.num_envs
+        self.global_step += self.spec.num_envs * self.world_size   # all processes' envs
 
     def compute_returns(self, last_obs: torch.Tensor) -> None:
         last_values = self.actor_critic.value(self.obs_normalizer(last_obs.to(self.device, torch.float32)))
@@ -242,8 +244,10 @@ class PPO(Algorithm):
         # CHOICE: advantages are standardized once over the whole rollout (rsl_rl's
         # default), not per minibatch (CleanRL, SB3): with small minibatches the
         # per-minibatch statistics are noisy.
+        # With several processes, the mean and std are those of all their rollouts together.
         if self.cfg.normalize_advantage:
-            advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+            mean, std = distributed.mean_std(advantages)
+            advantages = (advantages - mean) / (std + 1e-8)
         st.advantages.copy_(advantages)
 
     # -- update ----------------------------------------------------------------------
@@ -273,6 +277,8 @@ class PPO(Algorithm):
                 clip_fraction = ((ratio - 1.0).abs() > cfg.clip_param).float().mean()
             if cfg.schedule == "adaptive":
                 # rsl_rl's rule: shrink the step when the policy moved too far, grow it when too little.
+                # The KL of all processes' minibatches: every process takes the same step size.
+                approx_kl = distributed.all_reduce_mean(approx_kl)
                 if approx_kl > 2.0 * cfg.desired_kl:
                     self.learning_rate = max(1e-5, self.learning_rate / 1.5)
                 elif 0.0 < approx_kl < 0.5 * cfg.desired_kl:
@@ -294,6 +300,7 @@ class PPO(Algorithm):
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.all_reduce_grads(self.optimizer)   # mean over processes (no-op in one)
             # Global gradient clipping ("37 PPO details", item 11).
             nn.utils.clip_grad_norm_(self._parameters, cfg.max_grad_norm, foreach=True)
             self.optimizer.step()
@@ -306,7 +313,8 @@ class PPO(Algorithm):
         st.clear()
         self.iteration += 1
         names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-        means = torch.stack(stats).double().mean(0).tolist() if stats else [0.0] * len(names)
+        # Logged losses: the mean over all processes' minibatches.
+        means = distributed.all_reduce_mean(torch.stack(stats).double().mean(0)).tolist() if stats else [0.0] * len(names)
         out = {f"losses/{k}": v for k, v in zip(names, means)}
         out["losses/explained_variance"] = float(explained_var)
         out["charts/learning_rate"] = self.learning_rate

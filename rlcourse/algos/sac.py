@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rlcourse import distributed
 from rlcourse.algos.base import Algorithm
 from rlcourse.algos.common import QCritics, action_bounds, polyak_update, scale_actions
 from rlcourse.models.mlp import ACTIVATIONS, mlp
@@ -266,7 +267,8 @@ class SAC(Algorithm):
         cfg = self.cfg
         obs = obs.to(self.device, torch.float32)
         if isinstance(self.obs_normalizer, EmpiricalNormalization):
-            self.obs_normalizer.update(obs)
+            # Every process's observations: the normalizer stays the same on all of them.
+            self.obs_normalizer.update(distributed.all_gather_cat(obs))
         if self.global_step < cfg.learning_starts:
             # Uniformly random actions in [-1, 1] until the buffer holds enough data.
             shape = (obs.shape[0], self.spec.num_actions)
@@ -293,7 +295,7 @@ class SAC(Algorithm):
             terminated.to(self.device), extras.get("time_outs", truncated).to(self.device),
             extras.get("final_obs"),
         )
-        self.global_step += self.spec.num_envs
+        self.global_step += self.spec.num_envs * self.world_size   # all processes' envs
 
     def compute_returns(self, last_obs: torch.Tensor) -> None:
         """Nothing to do: targets are computed per sampled minibatch in :meth:`update`."""
@@ -327,6 +329,7 @@ class SAC(Algorithm):
             critic_loss = F.mse_loss(q[0], target) + F.mse_loss(q[1], target)
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
+            distributed.all_reduce_grads(self.critic_optimizer)   # mean over processes (no-op in one)
             self.critic_optimizer.step()
 
             # Actor: maximize min-Q (of the critics just updated) of the reparameterized action
@@ -350,6 +353,7 @@ class SAC(Algorithm):
                 alpha_loss = torch.zeros((), device=self.device)
             self.actor_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.all_reduce_grads(self.actor_optimizer)
             self.actor_optimizer.step()
 
             # CHOICE: target critics follow every gradient step (SB3, CleanRL's default).
