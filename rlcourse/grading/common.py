@@ -65,13 +65,27 @@ def checks_module(lab: str) -> ModuleType:
         raise ValueError(f"lab {lab!r} has no checks module rlcourse/grading/{lab}.py") from None
 
 
-def withheld(lab: str) -> dict[str, tuple[str, ...]]:
-    """The lab's ``WITHHELD`` reference implementations (none for a lab without a checks module)."""
+def _names(lab: str, attribute: str) -> dict[str, tuple[str, ...]]:
     try:
         module = checks_module(lab)
     except ValueError:
         return {}
-    return {k: tuple(v) for k, v in getattr(module, "WITHHELD", {}).items()}
+    return {k: tuple(v) for k, v in getattr(module, attribute, {}).items()}
+
+
+def withheld(lab: str) -> dict[str, tuple[str, ...]]:
+    """Every reference implementation the lab withholds from a submission: its checks module's
+    ``WITHHELD`` and ``GUARDED`` together (none for a lab without a checks module)."""
+    out = _names(lab, "WITHHELD")
+    for module, names in _names(lab, "GUARDED").items():
+        out[module] = tuple(dict.fromkeys(out.get(module, ()) + names))
+    return out
+
+
+def guarded(lab: str) -> dict[str, tuple[str, ...]]:
+    """The lab's ``GUARDED`` references: withheld from the submission's code, while the package's
+    own code (an env that draws its randomization with them) still runs them."""
+    return _names(lab, "GUARDED")
 
 
 def find_pins(start: str | os.PathLike | None = None) -> Path:

@@ -27,6 +27,7 @@ The hidden test cell calls the entry point, e.g. ``_checks.check_gae(compute_gae
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -46,6 +47,18 @@ class WithheldDuringGrading(RuntimeError):
     def __init__(self, name: str) -> None:
         super().__init__(f"{name} is withheld while your submission is graded: the lab asks for your own "
                          "implementation, not the course's reference")
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def called_from_package(depth: int = 2) -> bool:
+    """Whether the caller of a guarded reference (``depth`` frames up: this function, the
+    reference, its caller) is code of this ``rlcourse`` package (in the grading view: the view's
+    read-only copy), not a submission's cell or a module it wrote."""
+    frame = sys._getframe(depth)
+    return (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
+            and str(frame.f_globals.get("__name__", "")).startswith("rlcourse."))
 
 
 @dataclass(frozen=True)

@@ -49,12 +49,12 @@ MARGIN = 0.5
 EVALUATION = {"task": "Ant", "sweep": {"friction": [0.03, 0.1, 1.0], "added_mass": [0.0, 15.0, 30.0]},
               "episodes": 4, "num_envs": 4, "env_kwargs": {"episode_length": 300}}
 # Reference implementations a submission may not use while it is graded (rlcourse.grading.view).
-# The student writes sample, randomize, add_obs_noise, draw_latency and ActionLatency, but the
-# env itself runs sample, randomize and ActionLatency: every Ant env builds an ActionLatency,
-# and every randomization term (the graded cell's nominal run and its friction x payload sweep
-# included) is drawn with sample and applied with randomize. Withholding those three would
-# stop the graded training cell, so only the two the env never calls are withheld.
+# The student writes all five. The env itself runs sample, randomize and ActionLatency (every Ant
+# env builds an ActionLatency; every randomization term, the graded cell's nominal run and its
+# sweep included, is drawn with sample and applied with randomize), so those three are GUARDED:
+# they raise when a submission calls them and still run for the env.
 WITHHELD = {"rlcourse.envs.locomotion.randomization": ("add_obs_noise", "draw_latency")}
+GUARDED = {"rlcourse.envs.locomotion.randomization": ("sample", "randomize", "ActionLatency")}
 
 # Statistical checks: draws per statistic and the allowed deviation in standard errors.
 SAMPLE_SIZE = 200_000
