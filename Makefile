@@ -13,13 +13,14 @@ ENV ?= Ant
 ALGO ?= ppo
 PYTEST_ARGS ?=
 
-.PHONY: help setup train test test-fast lab grade pin labs bench clean
+.PHONY: help setup train test test-fast lab book grade pin labs bench clean
 
 help:
 	@echo "make train      train $(ALGO) on the default task ($(ENV)) into runs/"
 	@echo "make test       all tests (unit, learning, notebooks, nbgrader round trips)"
 	@echo "make test-fast  the quick unit tests only"
-	@echo "make lab        JupyterLab on course/"
+	@echo "make lab        JupyterLab on student/ (lectures and labs), the syllabus open"
+	@echo "make book       the course site in book/_build/html (lectures executed, cached)"
 	@echo "make grade      instructor pipeline: generate, autograde, feedback, grades.csv"
 	@echo "make pin        regenerate autograder/pinned_metrics.json from the solutions"
 	@echo "make labs       regenerate labs/ and autograder/examples/ from solutions/ (LAB=...)"
@@ -79,8 +80,25 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Students see student/: symlinks to course/ (lectures, syllabus) and labs/ (their notebooks),
+# not solutions/. The syllabus opens first, rendered: Markdown opens as a preview in this
+# venv's JupyterLab (an app-wide default in overrides.json; "Open With > Editor" still edits).
+LAB_OVERRIDES := $(VENV)/share/jupyter/lab/settings/overrides.json
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab course/
+	@mkdir -p $(dir $(LAB_OVERRIDES))
+	@$(PY) -c 'import json, pathlib, sys; p = pathlib.Path(sys.argv[1]); \
+		s = json.loads(p.read_text()) if p.exists() else {}; \
+		s.setdefault("@jupyterlab/docmanager-extension:plugin", {}).setdefault("defaultViewers", {})["markdown"] = "Markdown Preview"; \
+		p.write_text(json.dumps(s, indent=2))' $(LAB_OVERRIDES)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=student student/course/00_syllabus.md
+
+# The course site (book/_config.yml, book/_toc.yml) -> book/_build/html, opened from disk or
+# served. Lectures execute during the build; results are cached in book/_build/.jupyter_cache,
+# so a rebuild re-runs only changed lectures. The inline matplotlib backend (not a preset
+# MPLBACKEND) makes the figures; progress bars are off (they would be widgets).
+book: $(STAMP)
+	env -u MPLBACKEND RLCOURSE_NO_PROGRESS=1 $(VENV)/bin/jupyter-book build book/
+	@echo "open book/_build/html/index.html, or: $(PY) -m http.server -d book/_build/html"
 
 grade: $(STAMP)
 	$(VENV)/bin/rlcourse grade $(LAB)

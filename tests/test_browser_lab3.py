@@ -40,6 +40,8 @@ from typing import Iterator
 
 import pytest
 
+from browser_helpers import CHROMIUM_ARGS, chromium_executable
+
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab3_reward_shaping"
 LAB_NOTEBOOK = f"{LAB}/{LAB}.ipynb"
@@ -51,21 +53,6 @@ UI_TIMEOUT_MS = 180_000
 RUN_ALL_TIMEOUT_MS = 600_000  # Run All executes everything up to the first exercise
 
 pytestmark = [pytest.mark.slow]
-
-
-# --------------------------------------------------------------------------- chromium
-def chromium_executable() -> str:
-    """The Debian chromium binary, or skip/fail with the reason it is missing."""
-    for name in ("chromium", "chromium-browser"):
-        found = shutil.which(name)
-        if found:
-            return found
-    why = "the Debian `chromium` package is not installed"
-    if os.environ.get("CI") or shutil.which("apt-get"):
-        # Installable here (the Makefile's set-up runs `apt-get install -y chromium`): a missing
-        # browser is a broken set-up, never a reason to skip.
-        pytest.fail(f"{why}; run `make setup` or `apt-get install -y chromium`")
-    pytest.skip(f"{why} and this machine has no apt-get to install it")
 
 
 # --------------------------------------------------------------------------- jupyter lab
@@ -252,8 +239,7 @@ def run_all_and_check(server: JupyterLab, notebook: str, tmp_path: Path, shot_na
 
     executable = chromium_executable()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, headless=True,
-                                     args=["--disable-dev-shm-usage", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.set_default_timeout(UI_TIMEOUT_MS)
