@@ -113,6 +113,8 @@ def test_choice_key_is_valid_and_only_it_is_accepted(name: str, q: Question) -> 
 def test_explanations_are_substantial(name: str, q: Question) -> None:
     assert len(q.explanation.split()) >= 12, "explain why the answer is right, not only what it is"
     assert q.prompt.count("$") % 2 == 0 and q.explanation.count("$") % 2 == 0, "unbalanced $ in the LaTeX"
+    # the text is HTML: a bare "<" could open a tag (write \lt in LaTeX)
+    assert "<" not in q.prompt + q.explanation
 
 
 def test_parse_number_forms() -> None:
