@@ -47,7 +47,7 @@ from common import RESULTS, machine_line, record  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "Handed-back policy on 10 seeds, every preset (bench_seeds.py, issue 19)"
 EVAL_SEED = 12345          # `rlcourse eval`'s default seed: no training or runner-eval env uses it
-ANT_WALK_SPEED = 1.0       # m/s: issue 19's "walks" (bench_time_to_walk.py's bar as well)
+ANT_WALK_SPEED = 1.0       # m/s: issue 19: "the wall-clock at which ours first walks >= 1.0 m/s"
 # RL Baselines3 Zoo, benchmark.md at commit 22e3ff2 (2026-04-23), DLR-RM/rl-baselines3-zoo:
 # one trained agent per row, deterministic policy, mean +- std over `eval_episodes` episodes.
 ZOO_SOURCE = "DLR-RM/rl-baselines3-zoo `benchmark.md` (commit 22e3ff2, 2026-04-23)"
@@ -62,17 +62,20 @@ class Preset:
     zoo: str         # the Zoo's published score for the same algorithm and env
 
 
-PRESETS: dict[str, Preset] = {   # cheapest first
+PRESETS: dict[str, Preset] = {
+    # Cheapest first by training time per seed on 2 quiet cores (PPO CartPole ~50 s, PPO Pendulum
+    # ~35 s, DQN CartPole ~80 s, DDPG Pendulum ~70 s, SAC Pendulum ~115 s, PPO Ant 2-5 min), with
+    # the two presets issue 19 names (PPO Pendulum, DQN CartPole) early.
     "ppo-cartpole": Preset("ppo", "CartPole-v1", 475.0, "return",
                            "ppo CartPole-v1: 500.0 +- 0.0 (100k steps, 300 episodes)"),
-    "ddpg-pendulum": Preset("ddpg", "Pendulum-v1", -200.0, "return",
-                            "ddpg Pendulum-v1: -152.1 +- 94.3 (20k steps, 750 episodes)"),
-    "sac-pendulum": Preset("sac", "Pendulum-v1", -200.0, "return",
-                           "sac Pendulum-v1: -157.0 +- 88.7 (20k steps, 750 episodes)"),
     "ppo-pendulum": Preset("ppo", "Pendulum-v1", -200.0, "return",
                            "ppo Pendulum-v1: -172.2 +- 104.2 (100k steps, 750 episodes)"),
     "dqn-cartpole": Preset("dqn", "CartPole-v1", 475.0, "return",
                            "dqn CartPole-v1: 500.0 +- 0.0 (50k steps, 300 episodes)"),
+    "ddpg-pendulum": Preset("ddpg", "Pendulum-v1", -200.0, "return",
+                            "ddpg Pendulum-v1: -152.1 +- 94.3 (20k steps, 750 episodes)"),
+    "sac-pendulum": Preset("sac", "Pendulum-v1", -200.0, "return",
+                           "sac Pendulum-v1: -157.0 +- 88.7 (20k steps, 750 episodes)"),
     "ppo-ant": Preset("ppo", "Ant", ANT_WALK_SPEED, "speed",
                       "ppo Ant-v3 (gymnasium's MuJoCo Ant, another reward and task): 1327.2 +- 451.6 return "
                       "(1M steps, 175 episodes); no forward speed published"),
@@ -105,13 +108,13 @@ def parse_presets(text: str) -> list[str]:
     unknown = [p for p in names if p not in PRESETS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(f"unknown preset(s) {unknown}; choose from {', '.join(PRESETS)}")
-    return sorted(set(names), key=list(PRESETS).index)
+    return list(dict.fromkeys(names))   # in the order given
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", type=parse_presets, default=list(PRESETS),
-                        help=f"comma-separated, run in this order: {','.join(PRESETS)} (default: all)")
+                        help=f"comma-separated, run in the order given (default: all, {','.join(PRESETS)})")
     parser.add_argument("--seeds", type=parse_seeds, default=list(range(10)), help="e.g. 0-9 (default) or 0,1,2")
     parser.add_argument("--jobs", type=int, default=1, help="seeds trained at once (default 1)")
     parser.add_argument("--eval-episodes", type=int, default=50,
@@ -293,6 +296,11 @@ SUMMARY_HEAD = ("| preset | threshold | seeds reaching it | on `rlcourse eval`'s
 DATA_RE = re.compile(r"<!-- bench_seeds data: (.*?) -->", re.S)
 
 
+def _training_threads(machine: str) -> str:
+    """machine_line() names this script's torch threads; the runs train with the CLI's default of 1."""
+    return re.sub(r"\(threads \d+\)", "(training: 1 torch thread, the CLI default)", machine)
+
+
 def section_body(data: dict[str, Any], eval_episodes: int) -> str:
     names = [n for n in PRESETS if n in data]
     parts = [
@@ -321,7 +329,7 @@ def section_body(data: dict[str, Any], eval_episodes: int) -> str:
         d = data[n]
         p = PRESETS[n]
         parts += ["", f"### {n}: {p.algo.upper()} {p.env_id}, {threshold_text(p)}", "",
-                  f"- machine: {d['machine']}; load average {d['load']}",
+                  f"- machine: {_training_threads(d['machine'])}; load average {d['load']}",
                   f"- RL Zoo: {p.zoo}", "", seed_table(n, d["rows"])]
     slim = {n: {**d, "rows": [{k: v for k, v in r.items() if k != "run_dir"} for r in d["rows"]]}
             for n, d in data.items()}

@@ -30,7 +30,7 @@ def test_parse_seeds_and_presets(bench):
     assert bench.parse_seeds("3,0-1,3") == [0, 1, 3]
     with pytest.raises(argparse.ArgumentTypeError):
         bench.parse_seeds("a")
-    assert bench.parse_presets("ppo-ant,ppo-cartpole") == ["ppo-cartpole", "ppo-ant"]   # cheapest first
+    assert bench.parse_presets("ppo-ant,ppo-cartpole,ppo-ant") == ["ppo-ant", "ppo-cartpole"]   # in the order given
     with pytest.raises(argparse.ArgumentTypeError):
         bench.parse_presets("ppo-mars")
     args = bench.build_parser().parse_args([])
