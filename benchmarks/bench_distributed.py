@@ -5,11 +5,13 @@ process, or 128 in one), the same number of env steps and no evaluation:
 
     A: rlcourse train ppo --env Ant --nproc 2 --threads 1 --num-envs 64
     B: rlcourse train ppo --env Ant          --threads 2 --num-envs 128
+    C: rlcourse train ppo --env Ant          --threads 1 --num-envs 128   (reference)
 
 Reported per run: the training loop's env steps per second (``steps_per_second`` in
 metrics.json, all processes' steps; process start and torchrun rendezvous excluded) and the
-command's wall-clock (included). A and B alternate; the median of the repeats is recorded,
-with the machine's load average (other work on the machine slows both).
+command's wall-clock (included). The setups alternate; the median of the repeats is recorded,
+with the machine's load average (other work on the machine slows all of them, and a torch
+parallel region with 2 threads most: it waits for its slowest thread).
 
     .venv/bin/python benchmarks/bench_distributed.py [--steps 40960] [--repeats 2] [--no-record]
 """
@@ -34,6 +36,7 @@ TOTAL_ENVS = 128   # the Ant preset's num_envs
 SETUPS = {
     "2 processes x 1 thread": ["--nproc", "2", "--threads", "1", "--num-envs", str(TOTAL_ENVS // 2)],
     "1 process x 2 threads": ["--threads", "2", "--num-envs", str(TOTAL_ENVS)],
+    "1 process x 1 thread (reference)": ["--threads", "1", "--num-envs", str(TOTAL_ENVS)],
 }
 
 
@@ -73,10 +76,10 @@ def main() -> None:
     rows = []
     for name, runs in results.items():
         rows.append((name, median([s for s, _ in runs]), median([w for _, w in runs])))
-    (a_name, a_sps, a_wall), (b_name, b_sps, b_wall) = rows
+    (_, a_sps, a_wall), (_, b_sps, b_wall) = rows[:2]
     lines = [f"- {name}: {sps:.0f} steps/s training, {wall:.1f} s wall-clock per run (start-up included)"
              for name, sps, wall in rows]
-    lines.append(f"- ratio (2 processes / 1 process): {a_sps / b_sps:.2f} in steps/s, "
+    lines.append(f"- ratio (2 processes x 1 thread / 1 process x 2 threads): {a_sps / b_sps:.2f} in steps/s, "
                  f"{b_wall / a_wall:.2f} in wall-clock")
     print("\n".join(lines))
     if not args.no_record:
