@@ -273,9 +273,10 @@ class Runner:
             raise ValueError(f"total_steps must be a positive integer, got {total_steps!r}")
         algo, env = self.algo, self.env
         algo.total_steps = int(total_steps)
-        # Every rank starts from rank 0's networks (a no-op in one process). Before rank 0 writes
-        # anything: no rank is still checking the command line against the run directory.
-        distributed.broadcast_modules(algo._modules().values())
+        if distributed.is_initialized():
+            # Every rank starts from rank 0's networks. Before rank 0 writes anything: no rank
+            # is still checking the command line against the run directory.
+            distributed.broadcast_modules(algo._modules().values())
         self._open_outputs()
         steps_per_iter = algo.num_steps_per_env * env.num_envs * distributed.world_size()
         log_every = max(1, math.ceil(self.log_interval_steps / steps_per_iter))
@@ -361,9 +362,9 @@ class Runner:
         }
         if self.recent_returns:
             self.metrics["train_episode_return_mean"] = float(np.mean(self.recent_returns))
-        if distributed.world_size() > 1:
+        if distributed.is_initialized():
             self.metrics["nproc"] = distributed.world_size()
-        distributed.dump_rank_state(algo._modules())
+            distributed.dump_rank_state(algo._modules())
         self._finish()
         return self.metrics
 
