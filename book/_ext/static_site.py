@@ -7,6 +7,8 @@
   ``interact`` shows the plot its Output widget held when the lecture ran, text widgets show
   their text, choices list their options. Without this, a static page would load the widget
   manager from a CDN, or show nothing.
+* Search works from ``file://`` too (results without snippets there, which need fetch()).
+* No sphinx-thebe assets on the pages (unused; they point at a CDN).
 * The build fails when a page holds an nbgrader solution or hidden-test marker.
 """
 
@@ -169,6 +171,18 @@ def _offline_mathjax(app: Sphinx, config: Any) -> None:
     config.mathjax_path = f"mathjax/{MATHJAX_FILE}"  # relative: served from _static/
 
 
+def _drop_thebe(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:
+    """No thebe on the pages: jupyter-book always loads sphinx-thebe, which points at a CDN and,
+    added twice, declares ``THEBE_JS_URL`` twice (a JavaScript error on every page)."""
+    def thebe(asset: Any) -> bool:
+        text = f"{getattr(asset, 'filename', asset)} {getattr(asset, 'attributes', {}).get('body', '')}"
+        return "thebe" in text.lower()
+
+    for key in ("script_files", "css_files"):
+        if key in context:
+            context[key] = [asset for asset in context[key] if not thebe(asset)]
+
+
 def _finish(app: Sphinx, exc: Exception | None) -> None:
     if exc is not None or app.builder.format != "html":
         return
@@ -186,5 +200,9 @@ def setup(app: Sphinx) -> dict[str, Any]:
     mathjax_source()  # fail early, with the fix, when the package is missing
     _register_renderer()
     app.connect("config-inited", _offline_mathjax)
+    app.connect("html-page-context", _drop_thebe)
+    # Search result snippets are fetched pages, which a browser refuses under file://: there the
+    # results come without snippets instead of with a "Failed to fetch" error each.
+    app.add_js_file(None, body='if (location.protocol === "file:") DOCUMENTATION_OPTIONS.SHOW_SEARCH_SUMMARY = false;')
     app.connect("build-finished", _finish)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

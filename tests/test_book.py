@@ -1,0 +1,245 @@
+"""The course site (`make book`): a reduced build, checked on disk and in a real browser.
+
+The full site executes all eight lectures (minutes); these tests build the same
+configuration (book/_config.yml, book/_ext/) with a reduced table of contents: the syllabus
+(landing page), lecture 1 (executed, ~10 s) and the five student labs (never executed). Then:
+
+* no page holds an nbgrader solution or hidden-test marker, nor a line of the solutions' code,
+  and a page that does makes the build fail;
+* in Debian's chromium (Playwright), from ``python -m http.server`` and from ``file://``, with
+  every non-local request blocked: the landing page is the syllabus, the lecture shows its
+  matplotlib figures as loaded images (an ``interact`` plot included) and typeset math, and
+  search finds a lecture.
+
+What a lecture page must show is listed in LECTURE_CHECKS: a check for a playable <video>
+on a locomotion lecture is one more entry there (and that lecture in REDUCED_LECTURES).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from browser_helpers import CHROMIUM_ARGS, chromium_executable
+
+REPO = Path(__file__).resolve().parents[1]
+BOOK = REPO / "book"
+LABS = sorted(p.name for p in (REPO / "labs").iterdir() if (p / f"{p.name}.ipynb").exists())
+REDUCED_LECTURES = ["01_rl_loop_and_mdps"]
+# nbgrader's markers in the instructor notebooks (solutions/); none may reach the site.
+MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS")
+BUILD_TIMEOUT_S = 300  # ~20 s on an idle 2-core machine; the suite's machine is busy
+UI_TIMEOUT_MS = 60_000
+
+pytestmark = [pytest.mark.slow]
+
+
+# --------------------------------------------------------------------------- building
+def build_book(source: Path, toc: Path | None, out: Path) -> subprocess.CompletedProcess:
+    """``jupyter-book build`` as ``make book`` runs it, into ``out/_build/html``."""
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # the kernel's inline backend
+    env["RLCOURSE_NO_PROGRESS"] = "1"
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(source), "--path-output", str(out)]
+    if toc is not None:
+        cmd += ["--toc", str(toc)]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The reduced site's HTML folder (built once for this module)."""
+    tmp = tmp_path_factory.mktemp("book")
+    toc = tmp / "_toc.yml"
+    chapters = [f"course/{name}" for name in REDUCED_LECTURES] + [f"labs/{lab}/{lab}" for lab in LABS]
+    toc.write_text("format: jb-book\nroot: course/00_syllabus\nchapters:\n"
+                   + "".join(f"  - file: {c}\n" for c in chapters))
+    started = time.monotonic()
+    result = build_book(BOOK, toc, tmp)
+    print(f"reduced site built in {time.monotonic() - started:.1f} s")
+    assert result.returncode == 0, f"jupyter-book build failed:\n{result.stdout[-6000:]}\n{result.stderr[-3000:]}"
+    html_dir = tmp / "_build" / "html"
+    assert (html_dir / "index.html").exists(), sorted(p.name for p in html_dir.iterdir())
+    return html_dir
+
+
+def page_text(path: Path) -> str:
+    """A built page as a reader sees its text: tags removed, entities decoded (code is split in spans)."""
+    return html.unescape(re.sub(r"<[^>]+>", "", path.read_text(errors="replace")))
+
+
+def instructor_only_lines(lab: str) -> list[str]:
+    """Lines of the lab's solutions and hidden tests that appear nowhere in its student version."""
+    source = json.loads((REPO / "solutions" / lab / f"{lab}.ipynb").read_text())
+    student = json.loads((REPO / "labs" / lab / f"{lab}.ipynb").read_text())
+    handed_out = "\n".join("".join(cell["source"]) for cell in student["cells"])
+    found, inside = [], False
+    for cell in source["cells"]:
+        for line in "".join(cell["source"]).splitlines():
+            if re.search(r"BEGIN (SOLUTION|HIDDEN TESTS)", line):
+                inside = True
+            elif re.search(r"END (SOLUTION|HIDDEN TESTS)", line):
+                inside = False
+            elif inside and len(line.strip()) >= 20 and line.strip() not in handed_out:
+                found.append(line.strip())  # long enough to be specific to the solution
+    return found
+
+
+# --------------------------------------------------------------------------- on disk
+def test_site_has_the_student_labs_and_no_solutions(site: Path) -> None:
+    pages = {p.relative_to(site).as_posix(): p for p in site.rglob("*") if p.is_file()}
+    for lab in LABS:
+        assert f"labs/{lab}/{lab}.html" in pages, f"the student version of {lab} is not on the site"
+    assert not [name for name in pages if name.startswith("solutions/")], "solutions/ was built into the site"
+    texts = {name: p.read_text(errors="replace") for name, p in pages.items()
+             if p.suffix in (".html", ".js", ".ipynb", ".txt", ".json")}
+    for name, text in texts.items():
+        for marker in MARKERS:
+            assert marker not in text, f"{name} contains {marker!r}"
+    for lab in LABS:
+        secret = instructor_only_lines(lab)
+        assert secret, f"found no solution code in solutions/{lab} to look for"
+        shown = page_text(pages[f"labs/{lab}/{lab}.html"])
+        leaked = [line for line in secret if line in shown]
+        assert not leaked, f"labs/{lab}/{lab}.html shows solution code: {leaked[:5]}"
+    # The labs are shown as handed out: never executed, so no outputs (and no training) on their pages.
+    lab_page = pages[f"labs/{LABS[0]}/{LABS[0]}.html"].read_text()
+    assert 'class="cell_output' not in lab_page, "a lab was executed by the build"
+
+
+def test_build_fails_on_a_solution_marker(tmp_path: Path) -> None:
+    """The build's own guard (book/_ext/static_site.py): a page with a solution marker fails it."""
+    source = tmp_path / "src"
+    source.mkdir()
+    shutil.copy(BOOK / "_config.yml", source / "_config.yml")
+    shutil.copytree(BOOK / "_ext", source / "_ext", ignore=shutil.ignore_patterns("__pycache__"))
+    (source / "_toc.yml").write_text("format: jb-book\nroot: intro\n")
+    (source / "intro.md").write_text("# A leaked solution\n\n```python\n### BEGIN SOLUTION\nx = 1\n### END SOLUTION\n```\n")
+    result = build_book(source, None, tmp_path / "out")
+    assert result.returncode != 0, "the build accepted a page with a solution marker"
+    assert "solution or hidden-test markers" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+# --------------------------------------------------------------------------- in the browser
+@pytest.fixture(scope="module")
+def http_site(site: Path) -> Iterator[str]:
+    """The site served by ``python -m http.server`` on a free localhost port; stopped at the end."""
+    from rlcourse.runner import free_port
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
+                               "--directory", str(site)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/index.html", timeout=5).close()
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                assert server.poll() is None and time.monotonic() < deadline, "http.server did not start"
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# Images in a page's cell outputs that the browser actually decoded.
+LOADED_IMAGES_JS = """
+(selector) => [...document.querySelectorAll(selector)]
+  .filter(img => img.complete && img.naturalWidth > 0 && img.naturalHeight > 0)
+  .map(img => img.getAttribute('src'))
+"""
+
+
+def has_loaded_plot(page) -> None:
+    """A matplotlib figure in a cell output is an <img> that loaded (naturalWidth > 0)."""
+    page.wait_for_function(f"() => ({LOADED_IMAGES_JS})('.cell_output img').length > 0")
+
+
+def has_static_interact_plot(page) -> None:
+    """An ipywidgets interact is drawn from its saved state: caption and the figure it showed."""
+    page.locator(".rlcourse-widget-caption").first.wait_for(state="attached")
+    page.wait_for_function(f"() => ({LOADED_IMAGES_JS})('.rlcourse-static-widget img').length > 0")
+
+
+def has_typeset_math(page) -> None:
+    """MathJax (the local copy) turned the lecture's LaTeX into SVG."""
+    page.locator("mjx-container svg").first.wait_for(state="attached")
+
+
+# What each lecture page of the reduced site must show; a video check is one more function here.
+LECTURE_CHECKS: dict[str, list[Callable]] = {
+    "01_rl_loop_and_mdps": [has_loaded_plot, has_static_interact_plot, has_typeset_math],
+}
+
+
+def check_site(page, base: str) -> None:
+    """Landing page, lecture pages, search: the same checks from http:// and from file://."""
+    page.goto(f"{base}/index.html")  # a redirect to the syllabus
+    page.wait_for_url(re.compile(r"course/00_syllabus\.html$"))
+    heading = page.locator("article h1").first.inner_text()
+    assert "Syllabus" in heading, heading
+    assert page.locator("article a[href$='01_rl_loop_and_mdps.html']").count() >= 1, "no link to lecture 1"
+
+    for name, checks in LECTURE_CHECKS.items():
+        page.goto(f"{base}/course/{name}.html")
+        for check in checks:
+            check(page)
+
+    # Search like a reader: the Search button opens the box, type a word, Enter, lecture 1 is a hit.
+    page.locator("button.search-button__button:visible").first.click()
+    box = page.locator("#pst-search-dialog input[type='search']")
+    box.fill("Bellman")
+    box.press("Enter")
+    page.wait_for_url(re.compile(r"search\.html\?q=Bellman"))
+    hit = page.locator("#search-results a[href*='01_rl_loop_and_mdps']").first
+    hit.wait_for(state="attached")
+
+
+def test_site_in_chromium(site: Path, http_site: str, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    blocked: list[str] = []
+
+    def local_only(route) -> None:
+        url = route.request.url
+        if url.startswith(("file://", "data:", "blob:", "http://127.0.0.1:")):
+            route.continue_()
+        else:
+            blocked.append(url)
+            route.abort()
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_executable(), headless=True, args=CHROMIUM_ARGS)
+        try:
+            for base in (http_site, site.as_uri()):
+                context = browser.new_context(viewport={"width": 1300, "height": 900})
+                context.route("**/*", local_only)
+                page = context.new_page()
+                page.set_default_timeout(UI_TIMEOUT_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda exc: errors.append(str(exc)))
+                try:
+                    check_site(page, base)
+                except Exception:
+                    page.screenshot(path=str(tmp_path / "FAILED_book.png"))
+                    raise
+                finally:
+                    context.close()
+                assert not errors, f"JavaScript errors on {base}: {errors}"
+        finally:
+            browser.close()
+    assert not blocked, f"the site asked for non-local resources: {sorted(set(blocked))}"
