@@ -90,7 +90,8 @@ lab: $(STAMP)
 		s = json.loads(p.read_text()) if p.exists() else {}; \
 		s.setdefault("@jupyterlab/docmanager-extension:plugin", {}).setdefault("defaultViewers", {})["markdown"] = "Markdown Preview"; \
 		p.write_text(json.dumps(s, indent=2))' $(LAB_OVERRIDES)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=student student/course/00_syllabus.md
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=student $(if $(filter 0,$(shell id -u)),--allow-root) \
+		student/course/00_syllabus.md
 
 # The course site (book/_config.yml, book/_toc.yml) -> book/_build/html, opened from disk or
 # served. Lectures execute during the build; results are cached in book/_build/.jupyter_cache,

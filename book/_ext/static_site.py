@@ -35,6 +35,7 @@ FORBIDDEN_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "EN
 
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 MODEL_PREFIX = "IPY_MODEL_"
+LOCAL_IFRAME = re.compile(r"<iframe[^>]*src=[\"']https?://(localhost|127\.0\.0\.1)[:/]", re.I)
 
 
 def mathjax_source() -> Path:
@@ -61,6 +62,14 @@ class StaticWidgetRenderer(NbElementRenderer):
     def render_nb_finalise(self, metadata: dict) -> None:
         # The base class embeds the widget state and the CDN widget manager; both are replaced here.
         pass
+
+    def render_text_html(self, data: MimeData) -> list[nodes.Element]:
+        # An IFrame of a server the lecture started (TensorBoard on localhost) died with the
+        # build's kernel: on the site it would be a broken frame, so say what was there.
+        if LOCAL_IFRAME.search(data.string):
+            return [nodes.paragraph(text="[A live view of a local server (TensorBoard) is shown here when the "
+                                         "notebook runs in Jupyter.]", classes=["rlcourse-live-only"])]
+        return super().render_text_html(data)
 
     def render_widget_view(self, data: MimeData) -> list[nodes.Element]:
         notebook = self.renderer.nb_client.notebook
