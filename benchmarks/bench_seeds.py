@@ -284,6 +284,8 @@ def summary_row(name: str, rows: list[dict[str, Any]]) -> str:
         score_text = _num(score)
         user = f"{sum(r.get('reached_10', False) for r in done)}/{len(done)}"
     met = "met" if rows and reached >= 9 * len(rows) / 10 else "**not met**"   # a failed run counts as a miss
+    if len(rows) < 10:
+        met += f" (only {len(rows)} seeds run)"
     errors = len(rows) - len(done)
     seeds = f"{reached}/{len(rows)}" + (f" ({errors} failed to run)" if errors else "")
     return (f"| {name} | {threshold_text(p)} | {seeds} | {user} | {met} | {score_text} | "

@@ -64,6 +64,7 @@ def test_tables_count_seeds_and_failures(bench):
            for s in range(10)]
     assert "| 0.50 (0.20) | 1/50 | **no** |" in bench.seed_table("ppo-ant", ant)
     assert "1.50 m/s" in bench.summary_row("ppo-ant", ant)
+    assert "met (only 3 seeds run)" in bench.summary_row("ppo-ant", ant[1:4])
 
 
 def test_section_keeps_its_data(bench):
