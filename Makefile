@@ -78,7 +78,7 @@ test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # Students see student/: symlinks to course/ (lectures, syllabus) and labs/ (their notebooks),
 # not solutions/. The syllabus opens first, rendered: Markdown opens as a preview in this

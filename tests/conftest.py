@@ -159,10 +159,17 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
 GROUP_SECONDS = {
     "test_labs_roundtrip.py[lab4_domain_randomization]": 200, "test_labs_roundtrip.py[lab3_reward_shaping]": 150,
     "test_labs_roundtrip.py[lab2_ppo]": 120, "test_labs_roundtrip.py[lab5_sac]": 120,
-    "test_labs_roundtrip.py[lab1_dqn]": 90, "test_course_notebooks.py": 420, "test_learning_offpolicy.py": 360,
-    "test_grading_hostile.py": 150, "test_grading_inputs.py": 105, "test_grading_parallel.py": 240, "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
-    "test_browser_lab3.py": 30, "test_learning_ppo.py": 30, "test_cli.py": 25, "test_pins.py": 25,
-    "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
+    "test_labs_roundtrip.py[lab1_dqn]": 90, "test_learning_offpolicy.py": 360,
+    "test_grading_hostile.py": 150, "test_grading_inputs.py": 105, "test_grading_parallel.py": 240,
+    "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
+    # one group per lecture (test_course_notebooks.py), so the lectures spread over both workers
+    "test_course_notebooks.py[07_domain_randomization_and_sim_to_real]": 110,
+    "test_course_notebooks.py[08_monitoring_and_deployment]": 75,
+    "test_course_notebooks.py[02_value_based_rl_dqn]": 65, "test_course_notebooks.py[04_off_policy_ddpg_and_sac]": 50,
+    "test_course_notebooks.py[05_massively_parallel_simulation]": 25, "test_course_notebooks.py[06_reward_engineering]": 25,
+    "test_course_notebooks.py[03_policy_gradients_and_ppo]": 20,
+    "test_browser_lab3.py": 30, "test_book.py": 30, "test_distributed.py": 30, "test_learning_ppo.py": 30,
+    "test_cli.py": 25, "test_pins.py": 25, "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
 }
 
 
@@ -176,10 +183,14 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 def _group(item: pytest.Item) -> str:
-    """The scheduling group of a test: its file, or file[lab] for a lab's round trip."""
+    """The scheduling group of a test: its file, file[lab] for a lab's round trip, file[lecture]
+    for a lecture's execution."""
     name = item.path.name
-    if name == "test_labs_roundtrip.py" and hasattr(item, "callspec") and "lab" in item.callspec.params:
-        return f"{name}[{item.callspec.params['lab']}]"
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    if name == "test_labs_roundtrip.py" and "lab" in params:
+        return f"{name}[{params['lab']}]"
+    if name == "test_course_notebooks.py" and "path" in params:
+        return f"{name}[{Path(params['path']).stem}]"
     return name
 
 

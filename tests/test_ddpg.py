@@ -133,6 +133,7 @@ def test_save_load_and_exact_resume(make_env, iterate, tmp_path) -> None:
     assert loaded.update() == agent.update()
 
 
+@pytest.mark.slow  # a CLI training run and an eval run: two interpreter start-ups
 def test_cli_train_and_eval_round_trip(run_cli, tmp_path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(

@@ -102,6 +102,7 @@ def _ranks_equal(a: dict, b: dict) -> None:
             assert torch.equal(a[name][key], b[name][key]), f"{name}.{key} differs between ranks"
 
 
+@pytest.mark.slow  # two torchrun launches: ~20 s
 def test_two_processes_through_the_cli_then_resume_in_one(
     tmp_path: Path, run_cli, tiny_ppo_sets: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

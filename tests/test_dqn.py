@@ -215,6 +215,7 @@ def test_inference_policy_is_greedy_and_scriptable(make_env, tmp_path) -> None:
     assert torch.equal(policy(obs), expected)
 
 
+@pytest.mark.slow  # a CLI training run and an eval run: two interpreter start-ups
 def test_cli_train_and_eval_round_trip(run_cli, tmp_path) -> None:
     run_dir = tmp_path / "run"
     proc = run_cli(

@@ -184,6 +184,7 @@ def test_tampering_beside_another_submission_regrades_both_alone(run_cli: Callab
         {s: [r[c] for c in same] for s, r in results["2"].items()}
 
 
+@pytest.mark.slow  # two CLI start-ups with the grading imports
 def test_grade_rejects_bad_dask_and_db_options(run_cli: Callable, tmp_path: Path) -> None:
     course = tiny_course(tmp_path / "course")
     proc = run_cli(["grade", TINY, "--course-dir", str(course), "--db", "mysql://x@y/z"], cwd=course)
