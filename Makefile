@@ -75,7 +75,7 @@ train: $(STAMP)
 # see tests/conftest.py): the long tests are single-threaded, so this uses both cores.
 # PYTEST_ARGS="-n 0" runs everything in one process.
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder --durations=30 $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)

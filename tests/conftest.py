@@ -159,7 +159,8 @@ def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subpro
 GROUP_SECONDS = {
     "test_labs_roundtrip.py[lab4_domain_randomization]": 200, "test_labs_roundtrip.py[lab3_reward_shaping]": 150,
     "test_labs_roundtrip.py[lab2_ppo]": 120, "test_labs_roundtrip.py[lab5_sac]": 120,
-    "test_labs_roundtrip.py[lab1_dqn]": 90, "test_learning_offpolicy.py": 360,
+    "test_labs_roundtrip.py[lab1_dqn]": 90, "test_learning_offpolicy.py[dqn-cartpole]": 200,
+    "test_learning_offpolicy.py[sac-pendulum]": 90, "test_learning_offpolicy.py[ddpg-pendulum]": 70,
     "test_grading_hostile.py": 150, "test_grading_inputs.py": 105, "test_grading_parallel.py": 240,
     "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
     # one group per lecture (test_course_notebooks.py), so the lectures spread over both workers
@@ -184,13 +185,15 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 def _group(item: pytest.Item) -> str:
     """The scheduling group of a test: its file, file[lab] for a lab's round trip, file[lecture]
-    for a lecture's execution."""
+    for a lecture's execution, file[case] for an off-policy learning run."""
     name = item.path.name
     params = item.callspec.params if hasattr(item, "callspec") else {}
     if name == "test_labs_roundtrip.py" and "lab" in params:
         return f"{name}[{params['lab']}]"
     if name == "test_course_notebooks.py" and "path" in params:
         return f"{name}[{Path(params['path']).stem}]"
+    if name == "test_learning_offpolicy.py" and params:
+        return f"{name}[{item.callspec.id}]"
     return name
 
 
