@@ -212,6 +212,12 @@ def _train_settings(args: argparse.Namespace, world_size: int) -> dict[str, Any]
     env_id = args.env or file_cfg.get("env") or saved.get("env")
     if not env_id:
         raise UsageError("--env is required (e.g. --env CartPole-v1)")
+    from rlcourse import envs
+
+    try:
+        envs.check_id(env_id)   # here, not in each of --nproc's processes
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     preset = load_preset(algo_cls.name, env_id)
     num_envs = args.num_envs or file_cfg.get("num_envs") or saved.get("num_envs") or preset.get("num_envs") or 8
     saved_nproc = int(saved.get("nproc", 1))

@@ -153,3 +153,11 @@ def test_bad_nproc_is_a_usage_error(tmp_path: Path, run_cli) -> None:
     proc = run_cli(["train", "ppo", "--env", "CartPole-v1", "--nproc", "0"], cwd=tmp_path)
     assert proc.returncode == 2
     assert "--nproc: expected a positive integer, got '0'" in proc.stderr
+
+
+def test_unknown_env_is_one_line_before_any_process_starts(tmp_path: Path, run_cli) -> None:
+    proc = run_cli(["train", "ppo", "--env", "CartPole-v9", "--nproc", "2"], cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown environment id 'CartPole-v9'. Did you mean CartPole-v1" in proc.stderr
+    assert "torchrun" not in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

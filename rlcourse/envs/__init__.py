@@ -57,8 +57,20 @@ def make(
 
         factory = isaac.make_isaaclab if prefix == "isaaclab" else isaac.make_isaacgym
         return factory(task, num_envs=num_envs, seed=seed, device=device, **kwargs)
-    if env_id in gym.envs.registry:
-        return GymVecEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
+    check_id(env_id)
+    return GymVecEnv(env_id, num_envs=num_envs, seed=seed, device=device, **kwargs)
+
+
+def check_id(env_id: str) -> None:
+    """Raise ``ValueError`` (naming the closest known ids) unless :func:`make` knows ``env_id``.
+
+    Cheap: nothing is built (the CLI checks before it starts several training processes).
+    """
+    import gymnasium as gym
+
+    prefix, _, task = env_id.partition(":")
+    if env_id in _TASKS or (task and prefix in ("isaaclab", "isaacgym")) or env_id in gym.envs.registry:
+        return
     close = difflib.get_close_matches(env_id, available(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(f"unknown environment id {env_id!r}.{hint}")
