@@ -180,7 +180,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _without_nproc(argv: list[str]) -> list[str]:
     """``argv`` less its ``--nproc N`` / ``--nproc=N`` (the processes torchrun starts train alone)."""
     out, skip = [], False
-    for i, arg in enumerate(argv):
+    for arg in argv:
         if skip:
             skip = False
         elif arg == "--nproc":
