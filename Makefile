@@ -13,7 +13,7 @@ ENV ?= Ant
 ALGO ?= ppo
 PYTEST_ARGS ?=
 
-.PHONY: help setup train test test-fast lab book grade pin labs bench clean
+.PHONY: help setup train test test-fast lab book slides grade pin labs bench clean
 
 help:
 	@echo "make train      train $(ALGO) on the default task ($(ENV)) into runs/"
@@ -21,6 +21,7 @@ help:
 	@echo "make test-fast  the quick unit tests only"
 	@echo "make lab        JupyterLab on student/ (lectures and labs), the syllabus open"
 	@echo "make book       the course site in book/_build/html (lectures executed, cached)"
+	@echo "make slides     slide types for lecture cells that have none (new cells)"
 	@echo "make grade      instructor pipeline: generate, autograde, feedback, grades.csv"
 	@echo "make pin        regenerate autograder/pinned_metrics.json from the solutions"
 	@echo "make labs       regenerate labs/ and autograder/examples/ from solutions/ (LAB=...)"
@@ -100,6 +101,13 @@ lab: $(STAMP)
 book: $(STAMP)
 	env -u MPLBACKEND RLCOURSE_NO_PROGRESS=1 $(VENV)/bin/jupyter-book build book/
 	@echo "open book/_build/html/index.html, or: $(PY) -m http.server -d book/_build/html"
+
+# Each lecture is also a slideshow: RISE in `make lab` (Alt+R, or the notebook toolbar's
+# "Render as Reveal Slideshow"), and reveal.js slides on the site (book/_ext/slides.py). Cells
+# added to a lecture need a slide type: this fills in the ones that have none, by the rules in
+# rlcourse/teaching/slides.py (hand-chosen types are kept; review the deck after).
+slides: $(STAMP)
+	$(PY) -m rlcourse.teaching.slides course/[0-9][0-9]_*.ipynb
 
 grade: $(STAMP)
 	$(VENV)/bin/rlcourse grade $(LAB)
