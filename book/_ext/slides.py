@@ -5,8 +5,11 @@ nbconvert's SlidesExporter next to its page, as ``course/<name>.slides.html``, a
 lecture page gets a "Slides" link under its title. The slides use the cells'
 ``metadata.slideshow.slide_type`` (the same metadata RISE uses in JupyterLab).
 
-* No second execution: the notebooks come from ``_build/jupyter_execute/``, where myst-nb
-  writes each lecture as the build executed it (or took it from its cache).
+* No second execution: the outputs come from the build's jupyter-cache
+  (``_build/.jupyter_cache``, ``execute_notebooks: cache``), merged into the lecture as it is
+  now, so its current slide metadata counts. (``_build/jupyter_execute/`` is no substitute:
+  myst-nb writes it without outputs when the cache had them.) Without a cache entry, the
+  notebook in ``jupyter_execute/`` is used (other execution modes run it in place).
 * Offline, from ``file://`` and from ``python -m http.server``: reveal.js is the copy the
   ``sphinx-revealjs`` package ships (copied to ``_static/revealjs/``), MathJax the site's own
   (``_static/mathjax/``, see static_site.py); the template (slides.html.j2) loads neither
@@ -123,8 +126,8 @@ def without_widgets(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
 
 
 # --------------------------------------------------------------------------- export
-def export_slides(notebook: Path, target: Path, static_prefix: str) -> None:
-    """Write ``notebook`` (executed) as reveal.js slides to ``target``.
+def export_slides(nb: nbformat.NotebookNode, target: Path, static_prefix: str) -> None:
+    """Write the executed notebook ``nb`` as reveal.js slides to ``target``.
 
     ``static_prefix`` is the site's ``_static`` folder relative to ``target``'s folder; the
     slides load reveal.js and MathJax from there and nothing from the network.
@@ -136,12 +139,30 @@ def export_slides(notebook: Path, target: Path, static_prefix: str) -> None:
         reveal_url_prefix=f"{static_prefix}/revealjs", mathjax_url=f"{static_prefix}/mathjax/tex-svg.js",
         reveal_theme="white", reveal_transition="none", reveal_number="c/t", reveal_width="1280", reveal_height="720",
         exclude_input_prompt=True, exclude_output_prompt=True)
-    nb = without_widgets(nbformat.read(notebook, as_version=4))
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": notebook.stem}})
+    first = nb.cells[0].source.strip().splitlines() if nb.cells and nb.cells[0].source.strip() else [target.stem]
+    title = first[0].lstrip("# ")  # the lecture's title: the slides' <title>
+    body, _ = exporter.from_notebook_node(without_widgets(nb), resources={"metadata": {"name": title}})
     leaks = re.findall(r"""(?:src|href)=["'](?:https?:)?//[^"']+""", body)
     if leaks:
         raise ExtensionError(f"{target.name} would load from the network: {sorted(set(leaks))[:5]}")
     target.write_text(body, encoding="utf-8")
+
+
+def executed_notebook(source: Path, cache: Path | None, executed: Path) -> nbformat.NotebookNode:
+    """The lecture ``source`` with the outputs of its execution in this build.
+
+    From the jupyter-cache at ``cache`` when it holds this notebook's code (cell metadata stays
+    the source's), else the notebook myst-nb wrote to ``executed``, else ``source`` unexecuted.
+    """
+    notebook = nbformat.read(source, as_version=4)
+    if cache is not None and cache.exists():
+        from jupyter_cache import get_cache
+
+        try:
+            return get_cache(str(cache)).merge_match_into_notebook(notebook, cell_meta=())[1]
+        except KeyError:  # not cached (changed since, or another execution mode)
+            pass
+    return nbformat.read(executed, as_version=4) if executed.exists() else notebook
 
 
 def _copy_reveal(static: Path) -> None:
@@ -159,17 +180,17 @@ def _write_slides(app: Sphinx, exc: Exception | None) -> None:
     if exc is not None or app.builder.format != "html":
         return
     outdir = Path(app.outdir)
-    executed = outdir.parent / "jupyter_execute"
+    cache_path = getattr(app.config, "nb_execution_cache_path", "") or outdir.parent / ".jupyter_cache"
     _copy_reveal(outdir / "_static")
     for docname in _lecture_docnames(app):
-        notebook = executed / f"{docname}.ipynb"
-        if not notebook.exists():
-            raise ExtensionError(f"no executed notebook for {docname} in {executed}: its Slides link would be dead")
+        source = Path(app.env.doc2path(docname))
+        executed = outdir.parent / "jupyter_execute" / f"{docname}.ipynb"
         target = outdir / Path(docname).parent / slides_name(docname)
-        newest_input = max(p.stat().st_mtime for p in (notebook, TEMPLATE, Path(__file__)))
-        if target.exists() and target.stat().st_mtime >= newest_input:
-            continue  # unchanged since the last build
-        export_slides(notebook, target, "../" * docname.count("/") + "_static")
+        inputs = [p for p in (source, executed, Path(cache_path), TEMPLATE, Path(__file__)) if p.exists()]
+        if target.exists() and target.stat().st_mtime >= max(p.stat().st_mtime for p in inputs):
+            continue  # nothing changed since the last build
+        nb = executed_notebook(source, Path(cache_path), executed)
+        export_slides(nb, target, "../" * docname.count("/") + "_static")
 
 
 def _add_slides_link(app: Sphinx, pagename: str, templatename: str, context: dict, doctree: Any) -> None:

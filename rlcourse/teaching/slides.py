@@ -35,8 +35,9 @@ SLIDE_TYPES = ("slide", "subslide", "fragment", "-", "skip", "notes")
 # What a view holds before it scrolls: reveal.js slides here are 1280 x 720 px (book/_ext/slides.py).
 VIEW_HEIGHT_PX = 720
 NOTES_MIN_CHARS = 1800        # a heading-less Markdown cell this long, after code, is speaker notes
-# Notebook-level RISE settings: long views scroll rather than being cut off.
-RISE_SETTINGS = {"scroll": True, "transition": "none"}
+# Notebook-level RISE settings: long views scroll rather than being cut off; the white theme has
+# its fonts inside RISE (the default "simple" theme fetches them from Google Fonts: not offline).
+RISE_SETTINGS = {"scroll": True, "transition": "none", "theme": "white"}
 
 _HEADING = re.compile(r"^(#{1,3}) \S")
 _FENCE = re.compile(r"^\s*(```|~~~)")
