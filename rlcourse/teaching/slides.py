@@ -10,8 +10,7 @@ reveal.js export read:
 * ``-`` — stays on the current view: code with the text that introduces it, the text that
   reads its plot;
 * ``fragment`` — appears on the next key press within the view (short checks);
-* ``skip`` — not shown: set-up cells (imports, seeds) and the static copies of an
-  interactive plot that exist only for the printed notes;
+* ``skip`` — not shown: set-up cells (imports, seeds, constants);
 * ``notes`` — speaker notes (press S in reveal.js): long discussions without a heading, which
   a lecturer says rather than shows.
 
@@ -19,6 +18,11 @@ reveal.js export read:
 first splits a Markdown cell whose section heading is not at its top, so every section starts a
 slide. Run ``make slides`` (or ``python -m rlcourse.teaching.slides course/*.ipynb``) after adding
 cells to a lecture; ``--reset`` re-derives every cell's type from these rules.
+
+ipywidgets do not render inside RISE's slideshow (jupyterlab-rise 0.43 cannot load the widget
+manager: upstream issue jupyterlab-contrib/rise#119; an ``interact`` shows its text repr). So
+the static copy that follows each interactive plot (made for the printed notes) stays in the
+deck, and a lecturer moves the sliders in the notebook, which RISE shows beside the slides.
 """
 
 from __future__ import annotations
@@ -44,7 +48,6 @@ _FENCE = re.compile(r"^\s*(```|~~~)")
 # A set-up line: an import, a seed, a thread count, a module-level constant.
 _SETUP_LINE = re.compile(r"^(import \w|from [\w.]+ import |torch\.(set_num_threads|manual_seed)\(|"
                          r"np\.random\.seed\(|[A-Z][A-Z0-9_]* = )")
-_PRINTED_NOTES = re.compile(r"#.*\bprinted notes\b", re.I)
 _CORRECTION = re.compile(r"^>\s*\*\*(A |Another )?[Cc]orrection")
 _FIGURE = re.compile(r"plt\.show\(|plt\.subplots\(|\.plot\(|interact\(|display\(|Video\(|IFrame\(")
 
@@ -68,11 +71,6 @@ def is_setup(cell: nbformat.NotebookNode) -> bool:
         return False
     lines = [line for line in cell.source.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return bool(lines) and all(_SETUP_LINE.match(line) or line.startswith((" ", "\t", ")")) for line in lines)
-
-
-def is_printed_notes_copy(cell: nbformat.NotebookNode) -> bool:
-    """A code cell that redraws an interactive plot statically, for the printed notes only."""
-    return cell.cell_type == "code" and bool(_PRINTED_NOTES.search(cell.source))
 
 
 def estimated_height(cell: nbformat.NotebookNode) -> int:
@@ -134,7 +132,7 @@ def rule(cells: Sequence[nbformat.NotebookNode], index: int, view_height: int) -
     if level == 3:
         return "subslide"
     if cell.cell_type == "code":
-        if is_setup(cell) or is_printed_notes_copy(cell):
+        if is_setup(cell):
             return "skip"
         if cell.source.lstrip().lower().startswith("# check") and len(cell.source.splitlines()) <= 6:
             return "fragment"
