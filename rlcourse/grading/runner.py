@@ -23,10 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import nbformat
-from nbclient import NotebookClient
-from nbclient.exceptions import DeadKernelError
-from nbclient.util import ensure_async
+# Skip jsonschema's optional "iri" format checker (seconds of grammar compiling at import), as
+# every nbgrader process of the pipeline does: see rlcourse.grading.release.NBGRADER_MAIN.
+sys.modules.setdefault("rfc3987_syntax", None)
+
+import nbformat  # noqa: E402 (after the line above)
+from nbclient import NotebookClient  # noqa: E402
+from nbclient.exceptions import DeadKernelError  # noqa: E402
+from nbclient.util import ensure_async  # noqa: E402
 
 MAX_OUTPUT_BYTES = 32 * 1024 * 1024
 """Output a notebook may keep (JSON of its messages): a lab's plots, logs and a short video fit."""
