@@ -24,23 +24,15 @@ JupyterLab, its kernel and the browser are stopped at the end, also on failure.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import secrets
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, chromium_executable
+from browser_helpers import CHROMIUM_ARGS, JupyterLab, chromium_executable, running_jupyter_lab, save_screenshot
 
 REPO = Path(__file__).resolve().parents[1]
 LAB = "lab3_reward_shaping"
@@ -48,7 +40,6 @@ LAB_NOTEBOOK = f"{LAB}/{LAB}.ipynb"
 PANEL_CLASS = "rlcourse-reward-panel"
 
 # The machine running the suite is small and busy: every wait is generous.
-SERVER_START_S = 180
 UI_TIMEOUT_MS = 180_000
 RUN_ALL_TIMEOUT_MS = 600_000  # Run All executes everything up to the first exercise
 
@@ -56,119 +47,6 @@ pytestmark = [pytest.mark.slow]
 
 
 # --------------------------------------------------------------------------- jupyter lab
-def _free_port() -> int:
-    from rlcourse.runner import free_port
-
-    return free_port()
-
-
-def _write_lab_settings(settings: Path) -> None:
-    """User settings for the throw-away JupyterLab: no news/update pop-ups over the notebook."""
-    folder = settings / "@jupyterlab" / "apputils-extension"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
-
-
-def _processes_mentioning(marker: str) -> list[int]:
-    """Pids of live processes whose command line contains ``marker`` (a path unique to this test)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
-
-
-class JupyterLab:
-    """``jupyter lab`` on a free localhost port with a token, rooted at ``root``; see :meth:`stop`."""
-
-    def __init__(self, root: Path, home: Path) -> None:
-        self.root = root
-        self.home = home
-        self.port = _free_port()
-        self.token = secrets.token_hex(16)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = home / "jupyter.log"
-        runtime = home / "runtime"
-        settings = home / "lab-settings"
-        _write_lab_settings(settings)
-        env = dict(os.environ)
-        env.update({
-            # Isolated from the user's Jupyter set-up; the kernels' connection files land in
-            # runtime/, whose path identifies every process this server starts.
-            "JUPYTER_CONFIG_DIR": str(home / "config"),
-            "JUPYTER_RUNTIME_DIR": str(runtime),
-            "JUPYTERLAB_SETTINGS_DIR": str(settings),
-            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
-            "IPYTHONDIR": str(home / "ipython"),
-            "OMP_NUM_THREADS": "1",
-            "PYTHONUNBUFFERED": "1",
-        })
-        jupyter = Path(sys.executable).with_name("jupyter")
-        cmd = [str(jupyter) if jupyter.exists() else "jupyter", "lab", "--no-browser", "--ip=127.0.0.1",
-               f"--port={self.port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={self.token}",
-               f"--ServerApp.root_dir={root}"]
-        if os.geteuid() == 0:  # containers and CI runners often run as root
-            cmd.append("--allow-root")
-        self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(cmd, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.marker = str(runtime)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def wait_ready(self, timeout: float = SERVER_START_S) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                pytest.fail(f"jupyter lab exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/api/status?token={self.token}", timeout=10) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"jupyter lab did not answer within {timeout:.0f} s:\n{self.log()}")
-            time.sleep(1)
-
-    def stop(self) -> None:
-        """Shut the server down (it stops its kernels), then kill whatever of ours is left."""
-        started = set(_processes_mentioning(self.marker))  # kernels run in their own sessions
-        if self.proc.poll() is None:
-            try:
-                req = urllib.request.Request(f"{self.url}/api/shutdown?token={self.token}", method="POST")
-                urllib.request.urlopen(req, timeout=30).close()
-                self.proc.wait(timeout=60)
-            except (urllib.error.URLError, ConnectionError, TimeoutError, subprocess.TimeoutExpired):
-                pass
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-                self.proc.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=30)
-        for pid in started | set(_processes_mentioning(self.marker)):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        self._log.close()
-
-
 @pytest.fixture
 def jupyter_lab(tmp_path: Path) -> Iterator[JupyterLab]:
     """A JupyterLab server on a temporary copy of ``labs/``; stopped (kernels included) even on failure."""
@@ -176,29 +54,8 @@ def jupyter_lab(tmp_path: Path) -> Iterator[JupyterLab]:
     shutil.copytree(REPO / "labs", root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
     home = tmp_path / "jupyter-home"
     home.mkdir()
-    server = JupyterLab(root, home)
-    try:
-        server.wait_ready()
+    with running_jupyter_lab(root, home) as server:
         yield server
-    finally:
-        server.stop()
-        deadline = time.monotonic() + 30
-        while (left := _processes_mentioning(server.marker)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        assert not left, f"processes of the test's JupyterLab survived: {left}"
-        assert not _group_alive(server.proc.pid), "the jupyter lab process group survived"
-
-
-def _group_alive(pgid: int, grace_s: float = 30) -> bool:
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.2)
 
 
 # --------------------------------------------------------------------------- the browser part
@@ -221,16 +78,6 @@ PAGE_STATE_JS = """
   return {cells: cells.length, firstError, errorText: errorText.slice(0, 3000), panelCell, plotCells, ranAfter};
 }
 """
-
-
-def _save_screenshot(page, png: bytes, tmp_path: Path, name: str) -> Path:
-    path = tmp_path / name
-    path.write_bytes(png)
-    artifacts = os.environ.get("RLCOURSE_ARTIFACTS")
-    if artifacts:
-        Path(artifacts).mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, Path(artifacts) / name)
-    return path
 
 
 def run_all_and_check(server: JupyterLab, notebook: str, tmp_path: Path, shot_name: str) -> dict:
@@ -299,10 +146,10 @@ def run_all_and_check(server: JupyterLab, notebook: str, tmp_path: Path, shot_na
             state = page.evaluate(PAGE_STATE_JS, PANEL_CLASS)
             page_text = page.locator(".jp-Notebook").inner_text()
             panel.evaluate("el => el.scrollIntoView({block: 'start'})")
-            _save_screenshot(page, page.screenshot(), tmp_path, shot_name)
+            save_screenshot(page, page.screenshot(), tmp_path, shot_name)
         except Exception:
             try:  # what the page looked like when it went wrong
-                _save_screenshot(page, page.screenshot(timeout=30_000), tmp_path, f"FAILED_{shot_name}")
+                save_screenshot(page, page.screenshot(timeout=30_000), tmp_path, f"FAILED_{shot_name}")
             except Exception:
                 pass
             raise
