@@ -376,6 +376,51 @@ def test_huge_file_is_stopped_by_fsize(tmp_path: Path, writer: str) -> None:
     assert (tmp_path / "big").stat().st_size <= 8 << 20
 
 
+def test_filling_the_scratch_directory_is_stopped(tmp_path: Path) -> None:
+    # Many files, each under the per-file limit: only the total cap can stop this.
+    limits = SandboxLimits(fsize_mb=8, scratch_mb=32, wall_s=60)
+    t = time.monotonic()
+    r = run_py("""
+        for i in range(10_000):
+            with open(f"part{i}", "wb") as f:
+                f.write(bytes(4 << 20))
+    """, tmp_path, limits)
+    assert r.reason == "disk" and r.killed_by_limit, r
+    written = sum(p.stat().st_size for p in tmp_path.glob("part*"))
+    assert 32 << 20 < written < 4 << 30, written  # stopped within a check interval, far from the 40 GB
+    assert time.monotonic() - t < 30
+
+
+def test_scratch_file_count_and_a_hidden_folder_are_stopped(tmp_path: Path) -> None:
+    (tmp_path / "many").mkdir()
+    (tmp_path / "hidden").mkdir()
+    many = run_py("""
+        import os
+        os.mkdir("d")
+        for i in range(100_000):
+            open(f"d/{i}", "w").close()
+    """, tmp_path / "many", SandboxLimits(scratch_files=1000, wall_s=60))
+    assert many.reason == "disk", many
+    assert 1000 < len(os.listdir(tmp_path / "many" / "d")) < 100_000
+    # A folder the check cannot read ends the run, except for a root grader, who reads it anyway.
+    hidden = run_py("""
+        import os, time
+        os.mkdir("hide")
+        os.chmod("hide", 0)
+        time.sleep(3)
+    """, tmp_path / "hidden", SandboxLimits(wall_s=60))
+    assert hidden.ok if os.geteuid() == 0 else hidden.reason == "disk", hidden
+
+
+def test_a_run_within_the_scratch_caps_is_untouched(tmp_path: Path) -> None:
+    r = run_py("""
+        for i in range(20):
+            with open(f"part{i}", "wb") as f:
+                f.write(bytes(1 << 20))
+    """, tmp_path, SandboxLimits(scratch_mb=32, wall_s=60))
+    assert r.ok, r
+
+
 # --------------------------------------------------------------------------- what grading needs
 def test_concurrent_runs_get_their_own_uid(tmp_path: Path) -> None:
     if os.geteuid() != 0:

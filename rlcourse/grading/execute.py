@@ -56,6 +56,7 @@ OUTPUT_TYPES = {"stream", "display_data", "execute_result", "error"}
 LIMIT_REASONS = {
     "wall": "the notebook ran past the grading time limit",
     "output": "the notebook printed more output than allowed",
+    "disk": "the notebook wrote more to its working directory than allowed",
     "cpu": "the notebook used more CPU time than allowed",
     "fsize": "the notebook wrote a file larger than allowed",
     "memory": "the notebook used more memory than allowed",

@@ -48,8 +48,10 @@ and an unprivileged uid/gid:
 Limits (:class:`SandboxLimits`), per process, set with ``prlimit`` right before the command:
 RLIMIT_AS (memory), RLIMIT_CPU (SIGXCPU, then SIGKILL a second later), RLIMIT_NPROC
 (tasks, threads included, of the run's uid), RLIMIT_FSIZE (SIGXFSZ), RLIMIT_NOFILE,
-RLIMIT_CORE = 0; and from outside: a wall-clock timeout and a cap on the bytes read from
-stdout + stderr (reading stops and the sandbox is killed when it is exceeded).
+RLIMIT_CORE = 0; and from outside: a wall-clock timeout, a cap on the bytes read from
+stdout + stderr (reading stops and the sandbox is killed when it is exceeded) and a cap on the
+scratch directory's total size and number of files (measured every half second; over it, the
+sandbox is killed).
 
 Nothing the command starts outlives the run: the sandbox's pid namespace is killed at the end
 (its init, bubblewrap's pid 1, is SIGKILLed through a pidfd, and the kernel kills every process
@@ -172,6 +174,12 @@ class SandboxLimits:
     """Wall-clock seconds before the sandbox is killed (``timed_out``)."""
     tmp_mb: int = 1024
     """Size of each private tmpfs (``/tmp`` and ``/dev/shm``); it lives in RAM."""
+    scratch_mb: int = 2048
+    """Total size of the scratch directory (on the host's disk). Measured from outside every
+    :data:`SCRATCH_CHECK_S`; over it, the sandbox is killed (``"disk"``). A run can overshoot
+    by what it writes between two checks."""
+    scratch_files: int = 20_000
+    """Files and folders the scratch directory may hold (each costs the size check a ``stat``)."""
 
 
 @dataclass
@@ -187,7 +195,8 @@ class SandboxResult:
     output_truncated: bool
     reason: str | None
     """Why the run ended abnormally, when it is known: ``"wall"`` (timeout), ``"output"`` (output
-    cap), ``"cpu"`` (SIGXCPU), ``"fsize"`` (SIGXFSZ), ``"memory"`` (an allocation failed: a
+    cap), ``"disk"`` (the scratch directory grew past ``scratch_mb`` or ``scratch_files``, or
+    hid part of itself from the check), ``"cpu"`` (SIGXCPU), ``"fsize"`` (SIGXFSZ), ``"memory"`` (an allocation failed: a
     MemoryError or similar in stderr), ``"signal SIGxxx"`` (another signal); None otherwise."""
     seconds: float
     uid: int
@@ -200,12 +209,37 @@ class SandboxResult:
     @property
     def killed_by_limit(self) -> bool:
         """The run was ended by one of the limits."""
-        return self.reason in {"wall", "output", "cpu", "fsize", "memory"}
+        return self.reason in {"wall", "output", "disk", "cpu", "fsize", "memory"}
 
     @property
     def ok(self) -> bool:
         """The command exited with status 0 and no limit was hit."""
         return self.returncode == 0 and self.reason is None
+
+
+SCRATCH_CHECK_S = 0.5
+
+
+def scratch_usage(scratch: Path, max_entries: int) -> tuple[int, int] | None:
+    """``(bytes on disk, entries)`` under ``scratch``, counting at most ``max_entries + 1`` entries;
+    ``None`` when part of it cannot be read (a sandbox that hides a folder from the check)."""
+    total, entries, stack = 0, 0, [os.fspath(scratch)]
+    try:
+        while stack:
+            with os.scandir(stack.pop()) as it:
+                for entry in it:
+                    entries += 1
+                    if entries > max_entries:
+                        return total, entries
+                    st = entry.stat(follow_symlinks=False)
+                    total += st.st_blocks * 512
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(entry.path)
+    except FileNotFoundError:
+        pass  # removed while being counted
+    except OSError:
+        return None
+    return total, entries
 
 
 class Mount(NamedTuple):
@@ -567,7 +601,7 @@ def run_sandboxed(
         cmd += [prlimit, f"--as={limits.memory_mb * mb}", f"--cpu={limits.cpu_s}:{limits.cpu_s + 1}",
                 f"--nproc={limits.nproc}", f"--fsize={limits.fsize_mb * mb}", f"--nofile={limits.nofile}",
                 "--core=0", "--", *map(os.fspath, argv)]
-        return _supervise(cmd, status_r, status_w, limits, uid, as_root)
+        return _supervise(cmd, status_r, status_w, limits, uid, as_root, scratch)
     finally:
         try:
             if slot:
@@ -579,10 +613,13 @@ def run_sandboxed(
 
 
 def _supervise(cmd: list[str], status_r: int, status_w: int, limits: SandboxLimits, uid: int,
-               as_root: bool) -> SandboxResult:
-    """Start bubblewrap, read its output under the caps, and kill the whole sandbox at the end."""
+               as_root: bool, scratch: Path) -> SandboxResult:
+    """Start bubblewrap, read its output under the caps, watch the scratch directory's size, and
+    kill the whole sandbox at the end."""
     start = time.monotonic()
     deadline = start + limits.wall_s
+    next_check = start + SCRATCH_CHECK_S
+    disk_full = False
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 pass_fds=(status_w,), start_new_session=True, env={})
@@ -609,7 +646,14 @@ def _supervise(cmd: list[str], status_r: int, status_w: int, limits: SandboxLimi
             if remaining <= 0:
                 timed_out = True
                 break
-            for fd, _ in poller.poll(min(remaining, 1.0) * 1000):
+            if time.monotonic() >= next_check:
+                usage = scratch_usage(scratch, limits.scratch_files)
+                if (usage is None or usage[0] > limits.scratch_mb * 1024 * 1024
+                        or usage[1] > limits.scratch_files):
+                    disk_full = True
+                    break
+                next_check = time.monotonic() + SCRATCH_CHECK_S
+            for fd, _ in poller.poll(min(remaining, SCRATCH_CHECK_S) * 1000):
                 data = _read(fd)
                 if not data:
                     poller.unregister(fd)
@@ -667,7 +711,7 @@ def _supervise(cmd: list[str], status_r: int, status_w: int, limits: SandboxLimi
     leftover = _kill_uid(uid) if as_root else 0
     seconds = time.monotonic() - start
     stdout, stderr = out_tail.text(), err_tail.text()
-    if exit_code is None and not (timed_out or truncated):
+    if exit_code is None and not (timed_out or truncated or disk_full):
         if proc.returncode == 0:
             exit_code = 0
         else:
@@ -675,7 +719,8 @@ def _supervise(cmd: list[str], status_r: int, status_w: int, limits: SandboxLimi
                                f"{stderr.strip() or '(no message)'}")
     returncode = exit_code
     return SandboxResult(returncode=returncode, stdout=stdout, stderr=stderr, timed_out=timed_out,
-                         output_truncated=truncated, reason=_reason(returncode, stderr, timed_out, truncated),
+                         output_truncated=truncated,
+                         reason="disk" if disk_full else _reason(returncode, stderr, timed_out, truncated),
                          seconds=seconds, uid=uid, output_bytes=total, leftover_killed=leftover)
 
 
