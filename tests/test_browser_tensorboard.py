@@ -45,7 +45,7 @@ from rlcourse.runner import Runner
 from rlcourse.teaching.live_tensorboard import live_tensorboard
 
 torch.set_num_threads(1)
-tb = live_tensorboard("runs")
+tb = live_tensorboard("runs", ui_reload_s=2)
 env = rlcourse.envs.make("CartPole-v1", num_envs=4, seed=0)
 agent = rlcourse.PPO(env, seed=0, num_steps_per_env=32, num_mini_batches=2, num_learning_epochs=1)
 stop, deadline = Path("runs/stop"), time.monotonic() + 300
@@ -97,17 +97,21 @@ def test_embedded_tensorboard_grows_while_the_cell_trains(tmp_path: Path) -> Non
     home = tmp_path / "jupyter-home"
     home.mkdir()
     started = time.monotonic()
+    phases: dict[str, float] = {}   # seconds since the start at which each step was done
+    mark = lambda name: phases.__setitem__(name, round(time.monotonic() - started, 1))  # noqa: E731
 
     with running_jupyter_lab(root, home, base_url=BASE_URL) as server, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(UI_TIMEOUT_MS)
+        mark("lab up")
         try:
             page.goto(f"{server.url}/lab/tree/live.ipynb?token={server.token}", wait_until="domcontentloaded")
             page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
             page.locator("#jp-main-statusbar", has_text=re.compile(r"\| Idle")).wait_for(state="visible")
             page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
             page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+            mark("cell started")
 
             # The embedded TensorBoard, through the proxy under the base URL.
             iframe = page.locator(".rlcourse-tensorboard iframe")
@@ -115,6 +119,7 @@ def test_embedded_tensorboard_grows_while_the_cell_trains(tmp_path: Path) -> Non
             # Its page loads the app once TensorBoard lists a run (not on an empty logdir).
             page.wait_for_function("f => f.getAttribute('src')", arg=iframe.element_handle(), polling=500)
             src = iframe.get_attribute("src")
+            mark("iframe loads")
             assert re.fullmatch(rf"{re.escape(BASE_URL)}proxy/\d+/", src or ""), src
             frame = iframe.element_handle().content_frame()
             assert frame is not None
@@ -125,8 +130,10 @@ def test_embedded_tensorboard_grows_while_the_cell_trains(tmp_path: Path) -> Non
             frame.locator("metrics-tag-filter input").fill(f"^{TAG}$")
             frame.wait_for_function(f"() => ({CHART_STEP_JS})({TAG!r}) > 0", polling=500)
             first = frame.evaluate(CHART_STEP_JS, TAG)
+            mark("chart shown")
             frame.wait_for_function(f"() => ({CHART_STEP_JS})({TAG!r}) > {first}", polling=500)
             later = frame.evaluate(CHART_STEP_JS, TAG)
+            mark("chart grew")
             prompt = page.locator(".jp-Cell .jp-InputPrompt").first.inner_text()
             assert "*" in prompt, f"the cell finished before the chart was seen growing (prompt {prompt!r})"
             assert not (logdir / "stop").exists()
@@ -136,6 +143,7 @@ def test_embedded_tensorboard_grows_while_the_cell_trains(tmp_path: Path) -> Non
             (logdir / "stop").touch()
             page.locator(".jp-OutputArea-output", has_text="TRAINING DONE").wait_for(state="attached")
             page_text = page.locator(".jp-Notebook").inner_text()
+            mark("cell done")
         except Exception:
             try:
                 save_screenshot(page, page.screenshot(timeout=30_000), tmp_path, "FAILED_live_tensorboard.png")
@@ -153,4 +161,5 @@ def test_embedded_tensorboard_grows_while_the_cell_trains(tmp_path: Path) -> Non
     while (left := processes_mentioning(str(logdir))) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"TensorBoard processes survived the kernel: {left}"
-    print(f"live TensorBoard: chart at step {first}, then {later}; {time.monotonic() - started:.1f} s in all")
+    mark("all stopped")
+    print(f"live TensorBoard: chart at step {first}, then {later}; seconds: {phases}")

@@ -50,12 +50,13 @@ sys.stdin.buffer.read()
 os._exit(0)
 """
 
-# Run in the notebook page, next to the iframe. TensorBoard's app re-reads its data only with
-# "auto-reload" on, which is off by default (and its settings dialog allows 30 s at the least);
-# its settings live in the localStorage of its origin, which through the proxy is the notebook's
-# own. And opened on a logdir with no runs yet, the app shows "No dashboards are active" for a
-# long while, so the iframe is loaded once TensorBoard lists a run (or at once where it cannot ask:
-# a cross-origin URL).
+# Run in the notebook page, next to the iframe. TensorBoard's app re-reads its data on its own
+# only with "auto-reload" on, which is off by default and 30 s at the shortest; its settings live
+# in the localStorage of its origin, which through the proxy is the notebook's own, so this turns
+# it on and, more often than that, presses the app's reload button (same origin: the page may
+# reach into the iframe; elsewhere that is refused and the 30 s auto-reload is what remains).
+# Opened on a logdir with no runs yet the app shows "No dashboards are active" for a long while,
+# so the iframe is loaded once TensorBoard lists a run (or at once where it cannot ask).
 _EMBED_JS = """
 (() => {
   const frame = document.getElementById(FRAME_ID);
@@ -64,9 +65,16 @@ _EMBED_JS = """
     const key = "_tb_global_settings";
     const settings = JSON.parse(localStorage.getItem(key) || "{}");
     settings.autoReload = true;
-    settings.autoReloadPeriodInMs = RELOAD_MS;
+    settings.autoReloadPeriodInMs = Math.max(settings.autoReloadPeriodInMs || 0, 30001);
     localStorage.setItem(key, JSON.stringify(settings));
   } catch (e) {}
+  const timer = setInterval(() => {
+    if (!frame.isConnected) return clearInterval(timer);   // the output was cleared
+    try {
+      const button = frame.contentDocument.querySelector("app-header-reload button.reload-button");
+      if (button && !button.disabled && !button.classList.contains("loading")) button.click();
+    } catch (e) {}
+  }, RELOAD_MS);
   const since = Date.now();
   const load = () => { if (!frame.src) frame.src = src; };
   const poll = () => fetch(src + "data/runs", {credentials: "same-origin"})
