@@ -43,6 +43,7 @@ import re
 import socket
 import tempfile
 import time
+import urllib.parse
 from collections import deque
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
@@ -397,6 +398,11 @@ class Runner:
         if self.tensorboard and self.tensorboard_url is None:
             self.tensorboard_url = start_tensorboard(self.run_dir)
             print(f"TensorBoard: {self.tensorboard_url}", flush=True)
+            from rlcourse.teaching.live_tensorboard import hub_proxy_path
+
+            hub_path = hub_proxy_path(urllib.parse.urlsplit(self.tensorboard_url).port)
+            if hub_path:   # a terminal in JupyterHub: 127.0.0.1 is the hub's machine, not the browser's
+                print(f"TensorBoard through JupyterHub: open {hub_path} on the hub's address", flush=True)
 
     def _log(self, row: dict[str, Any]) -> None:
         if self.writer is not None:

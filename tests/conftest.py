@@ -171,6 +171,7 @@ GROUP_SECONDS = {
     "test_course_notebooks.py[03_policy_gradients_and_ppo]": 20,
     "test_browser_lab3.py": 30, "test_book.py": 30, "test_distributed.py": 30, "test_learning_ppo.py": 30,
     "test_cli.py": 25, "test_pins.py": 25, "test_tensorboard_live.py": 25, "test_checkpoint.py": 16,
+    "test_browser_tensorboard.py": 50, "test_live_tensorboard_helper.py": 30,
 }
 
 

@@ -249,10 +249,14 @@ def test_train_cli_tensorboard_url_answers(cli_command, tiny_ppo_sets, tmp_path)
          "--seed", "0", "--run-dir", str(run_dir), "--tensorboard", "--no-progress", "--eval-episodes", "0",
          *tiny_ppo_sets],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env=_child_env(), cwd=tmp_path, start_new_session=True,
+        env=dict(_child_env(), JUPYTERHUB_SERVICE_PREFIX="/user/demo/"), cwd=tmp_path, start_new_session=True,
     )
     try:
-        match, _ = _read_until(proc, r"TensorBoard: (http://127\.0\.0\.1:\d+/)", START_TIMEOUT_S)
+        # Run from a JupyterHub terminal, it also names the path that reaches the server through the hub.
+        hub, output = _read_until(proc, r"TensorBoard through JupyterHub: open (/user/demo/proxy/(\d+)/) ",
+                                  START_TIMEOUT_S)
+        match = re.search(r"TensorBoard: (http://127\.0\.0\.1:(\d+)/)", output)
+        assert match and match.group(2) == hub.group(2), output
         url = match.group(1)
         status, body = _get(url)
         assert status == 200 and b"<html" in body.lower()[:2000]

@@ -117,7 +117,8 @@ class LiveTensorBoard:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
             start_new_session=True, text=True)
         self._output: list[str] = []
-        self._ready = threading.Event()
+        self._listening = False
+        self._ready = threading.Event()   # set once it listens, or once its output ended
         # Drains the child's output (a full pipe would block TensorBoard) and spots its URL line.
         threading.Thread(target=self._drain, daemon=True, name="tensorboard-output").start()
 
@@ -127,12 +128,13 @@ class LiveTensorBoard:
             self._output.append(line)
             del self._output[:-50]
             if line.startswith("URL "):
+                self._listening = True
                 self._ready.set()
         self._ready.set()   # EOF: the child is gone (wait_ready reports why)
 
     def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
         """Block until the server listens; ``RuntimeError`` (with its output) if it failed or timed out."""
-        if not self._ready.wait(timeout) or self.proc.poll() is not None:
+        if not self._ready.wait(timeout) or not self._listening or self.proc.poll() is not None:
             output = "".join(self._output)
             self.stop()
             raise RuntimeError(f"TensorBoard did not start within {timeout:.0f} s on {self.logdir}:\n{output}")
@@ -143,7 +145,8 @@ class LiveTensorBoard:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server (and TensorBoard's data server): close its stdin, then kill its process group."""
-        _servers.pop(self.logdir, None)
+        if _servers.get(self.logdir) is self:
+            del _servers[self.logdir]
         if self.proc.stdin is not None and not self.proc.stdin.closed:
             try:
                 self.proc.stdin.close()
@@ -223,6 +226,12 @@ def _proxy_answers(server: dict, port: int) -> bool:
         return False
 
 
+def hub_proxy_path(port: int) -> str | None:
+    """Under JupyterHub, the path (on the hub's address) that proxies ``port``: ``<prefix>proxy/<port>/``."""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    return prefix.rstrip("/") + f"/proxy/{port}/" if prefix else None
+
+
 def embed_url(port: int) -> str | None:
     """The URL a notebook page loads to show the server on ``port`` (``None``: nothing to embed into).
 
@@ -230,9 +239,9 @@ def embed_url(port: int) -> str | None:
     are expected to have jupyter-server-proxy, as ``make lab`` has). Under a local Jupyter server:
     its ``<base_url>proxy/<port>/`` if that answers, else the direct localhost URL.
     """
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
-    if prefix:
-        return prefix.rstrip("/") + f"/proxy/{port}/"
+    hub_path = hub_proxy_path(port)
+    if hub_path:
+        return hub_path
     server = _parent_jupyter_server()
     if server is None:
         return None
