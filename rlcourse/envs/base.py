@@ -29,9 +29,11 @@ non-finite value raises :class:`ValueError` naming what was expected.
 from __future__ import annotations
 
 import abc
+import math
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
 
 
@@ -96,6 +98,11 @@ class VecEnv(abc.ABC):
                 f"{self.env_id}: expected continuous actions of shape {expected}, got {tuple(actions.shape)}"
             )
         actions = actions.to(dtype=torch.float32)
+        # The common case, a CPU tensor: its float64 sum (which float32 entries cannot overflow) is
+        # finite iff every entry is. One NumPy call; the three torch calls below cost ~4x as much.
+        if actions.device.type == "cpu" and not actions.requires_grad and math.isfinite(
+                actions.numpy().sum(dtype=np.float64)):
+            return actions
         if not torch.isfinite(actions).all():
             bad = (~torch.isfinite(actions)).any(dim=1).nonzero().flatten().tolist()
             raise ValueError(f"{self.env_id}: actions contain NaN or inf (env ids {bad})")

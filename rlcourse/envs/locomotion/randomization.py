@@ -570,8 +570,9 @@ class DomainRandomization:
                 self._randomize_physics(name, env_ids)
         if "action_latency" in self.terms and self.terms["action_latency"].mode == "reset":
             self._draw_latency(env_ids)
-        ids = torch.as_tensor(env_ids, device=self.device)
-        self._latency_buffer.reset(ids, self.latency[ids].clone())
+        if self.max_latency > 0:     # without latency the buffer is never read (delay_actions)
+            ids = torch.as_tensor(env_ids, device=self.device)
+            self._latency_buffer.reset(ids, self.latency[ids].clone())
 
     def on_step(self) -> bool:
         """Advance the step counter; apply due interval terms. Returns True if a push changed the state."""

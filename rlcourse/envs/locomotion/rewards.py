@@ -125,7 +125,10 @@ class RewardManager:
                 raise ValueError(f"reward term {name!r} must return a tensor of shape ({self.num_envs},), got {shape}")
             values.append(value)
         # One (num_envs, num_terms) matrix: a handful of torch calls instead of three per term.
-        self.last_weighted = torch.stack(values, dim=1).to(self.device, torch.float32) * self.weights
+        stacked = torch.stack(values, dim=1)
+        if stacked.dtype != torch.float32 or stacked.device != self.device:   # a call fewer in the usual case
+            stacked = stacked.to(self.device, torch.float32)
+        self.last_weighted = stacked * self.weights
         if invalid is not None:
             self.last_weighted[invalid] = 0.0
         self.episode_sums += self.last_weighted
