@@ -1,4 +1,4 @@
-"""Lab 2 (PPO) hidden checks, in-process: the reference passes, every wrong implementation a
+"""Lab 2 (PPO) hidden checks (time-out bootstrapping, GAE, clipped surrogate, training), in-process: the reference passes, every wrong implementation a
 student is likely to write is rejected with a message that names the mistake and shows no
 expected numbers, and the training check compares with the pinned pass mark. (The full
 nbgrader round trip of the lab is in tests/test_labs_roundtrip.py.)
@@ -24,6 +24,48 @@ PINS = json.loads((REPO / "autograder" / "pinned_metrics.json").read_text())[LAB
 
 
 # --------------------------------------------------------------------------- wrong student code
+def boot_from_next_obs(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    # V of the observation step returned: after the same-step reset, the next episode's first one.
+    return reference.bootstrap_time_outs(rewards, terminated, time_outs, next_obs, next_obs, value_fn, gamma)
+
+
+def boot_terminations_too(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    return reference.bootstrap_time_outs(rewards, terminated, terminated | time_outs, next_obs, final_obs,
+                                         value_fn, gamma)
+
+
+def boot_not_done(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    # Bootstraps the reward but leaves the time-out step "not done".
+    rewards, _ = reference.bootstrap_time_outs(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma)
+    return rewards, terminated.float()
+
+
+def boot_every_env(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    return rewards + gamma * value_fn(final_obs), (terminated | time_outs).float()
+
+
+def boot_without_gamma(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    return reference.bootstrap_time_outs(rewards, terminated, time_outs, next_obs, final_obs, value_fn, 1.0)
+
+
+def boot_discounts_the_reward(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    # gamma * (r + V) instead of r + gamma * V on the cut steps.
+    out = rewards.clone()
+    out[time_outs] = gamma * (rewards[time_outs] + value_fn(final_obs[time_outs]))
+    return out, (terminated | time_outs).float()
+
+
+def boot_in_place(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    out = reference.bootstrap_time_outs(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma)
+    rewards.copy_(out[0])
+    return out
+
+
+def boot_masked_multiply(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+    """Correct, written another way: the critic on every env, masked by the time-outs."""
+    return rewards + gamma * time_outs.float() * value_fn(final_obs), (terminated | time_outs)
+
+
 def gae_ignores_lambda(rewards, values, dones, last_values, gamma, lam):
     return reference.compute_gae(rewards, values, dones, last_values, gamma, 1.0)
 
@@ -85,6 +127,54 @@ def _numbers(values: torch.Tensor, digits: int = 4) -> list[str]:
 
 
 # --------------------------------------------------------------------------- hidden checks
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("right", [reference.bootstrap_time_outs, boot_masked_multiply])
+def test_bootstrap_check_accepts_the_reference(right: Callable, mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_bootstrap, right, mode=mode, folder=tmp_path) is None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (boot_from_next_obs, "bootstrapped from next_obs"),
+        (boot_terminations_too, "rewards of terminated episodes must stay"),
+        (boot_not_done, "must be marked done too"),
+        (boot_every_env, "rewards of envs whose episode goes on must stay"),
+        (boot_without_gamma, "rewards of time-out steps differ"),
+        (boot_discounts_the_reward, "rewards of time-out steps differ"),
+        (boot_in_place, "in place"),
+        (lambda *args: "not a tuple", "must return a tuple"),
+        (lambda r, term, to, *args: (r[:2], (term | to).float()), "must be (N,)"),
+    ],
+)
+def test_bootstrap_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
+                                                       tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_bootstrap, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and message in verdict
+    case = checks.bootstrap_cases()[0]
+    expected, _ = reference.bootstrap_time_outs(*(case[k] for k in checks.BOOTSTRAP_INPUTS),
+                                                checks._linear_critic(case), case["gamma"])
+    assert not any(n in verdict for n in _numbers(expected, 3))
+
+
+def test_bootstrap_cases_tell_the_mistakes_apart() -> None:
+    """Every fixed step with episode ends has each role, and V(final_obs) is far from V(next_obs)."""
+    for case in checks.bootstrap_cases()[:3]:
+        to, term = case["time_outs"], case["terminated"]
+        assert to.any() and term.any() and (~(to | term)).any() and not (to & term).any()
+        critic = checks._linear_critic(case)
+        assert ((critic(case["final_obs"]) - critic(case["next_obs"]))[to | term].abs() > 1.0).all()
+        ended = to | term
+        assert torch.equal(case["final_obs"][~ended], case["next_obs"][~ended])
+    assert not checks.bootstrap_cases()[3]["time_outs"].any()   # a step with nothing to bootstrap
+    assert len({c["gamma"] for c in checks.bootstrap_cases()}) >= 3
+    fixed = len(checks.bootstrap_cases())
+    fresh = checks.bootstrap_cases(5)[fixed:]
+    assert len(fresh) == 2 and all(c["time_outs"].any() and c["terminated"].any() for c in fresh)
+    assert not torch.equal(fresh[0]["rewards"][:3], checks.bootstrap_cases(6)[fixed]["rewards"][:3])
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_gae_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
     assert check_verdict(checks.check_gae, reference.compute_gae, mode=mode, folder=tmp_path) is None

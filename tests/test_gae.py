@@ -179,6 +179,37 @@ def test_ppo_rejects_gae_fn_with_wrong_shape() -> None:
             agent.compute_returns(torch.ones(2, 1))
 
 
+def test_ppo_calls_bootstrap_fn_with_the_step_and_its_critic() -> None:
+    """The lab hook gets the step as the env returned it and PPO's critic; what it returns is stored."""
+    agent = _scripted_ppo()
+    seen = {}
+
+    def bootstrap(rewards, terminated, time_outs, next_obs, final_obs, value_fn, gamma):
+        seen.update(next_obs=next_obs.clone(), final_obs=final_obs.clone(), v=value_fn(final_obs), gamma=gamma)
+        return rewards + 10.0, torch.ones_like(rewards)
+
+    agent.bootstrap_fn = bootstrap
+    with torch.inference_mode():
+        agent.act(torch.tensor([[1.0], [2.0]]))
+        trunc = torch.tensor([False, True])
+        agent.process_env_step(torch.tensor([[3.0], [5.0]]), torch.tensor([1.0, 2.0]), torch.zeros(2, dtype=torch.bool),
+                               trunc, {"time_outs": trunc, "final_obs": torch.tensor([[3.0], [8.0]])})
+    torch.testing.assert_close(seen["next_obs"], torch.tensor([[3.0], [5.0]]))
+    torch.testing.assert_close(seen["v"], torch.tensor([3.0, 8.0]))   # V(s) = s through the normalizer
+    assert seen["gamma"] == GAMMA
+    torch.testing.assert_close(agent.storage.rewards[0], torch.tensor([11.0, 12.0]))
+    torch.testing.assert_close(agent.storage.dones[0], torch.ones(2))
+
+
+def test_ppo_rejects_bootstrap_fn_with_wrong_shape() -> None:
+    agent = _scripted_ppo()
+    agent.bootstrap_fn = lambda r, term, to, nxt, fin, v, g: (r[:1], (term | to).float())
+    z = torch.zeros(2, dtype=torch.bool)
+    with torch.inference_mode(), pytest.raises(ValueError, match=r"bootstrap_fn must return .*shape \(2,\)"):
+        agent.act(torch.ones(2, 1))
+        agent.process_env_step(torch.ones(2, 1), torch.ones(2), z, z, {"time_outs": z})
+
+
 def test_more_minibatches_than_transitions_is_a_clear_error(tiny_ppo) -> None:
     # 2 envs x 16 steps = 32 transitions cannot be split into 64 minibatches (they would be empty
     # and the losses NaN).

@@ -50,7 +50,7 @@ import pytest
 from grading_helpers import REPO, copy_course, digest, example, grade_batch, points, with_cell
 
 LAB, NOTEBOOK = "lab2_ppo", "lab2_ppo.ipynb"
-CELLS = ["test_gae", "test_surrogate", "test_training"]
+CELLS = ["test_bootstrap", "test_gae", "test_surrogate", "test_training"]
 CELL_TIMEOUT_S = 20
 # A token in every file name and process command line a hostile submission makes, so the checks
 # below find exactly this run's leftovers (other grading runs may share the machine).
@@ -341,7 +341,7 @@ def _training_fails_on_the_pass_mark(row: dict[str, str]) -> None:
 def test_control_the_complete_example_keeps_its_function_points(graded: dict[str, Any]) -> None:
     row = _row(graded, "example_complete")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 3.0, "test_surrogate": 3.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 2.0, "test_surrogate": 2.0, "test_training": 0.0}
     _training_fails_on_the_pass_mark(row)
 
 
@@ -349,7 +349,8 @@ def test_control_the_complete_example_keeps_its_function_points(graded: dict[str
 def test_cheats_inside_the_kernel_score_nothing(graded: dict[str, Any]) -> None:
     row = _row(graded, "cheater_in_kernel")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 0.0, "test_surrogate": 0.0, "test_training": 0.0}
+    # Its own bootstrap_time_outs (the complete example's) keeps its points.
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 0.0, "test_surrogate": 0.0, "test_training": 0.0}
     assert "withheld" in _reason(row, "test_gae"), row["reasons"]
     assert row["flags"] == ""  # an import, not a pasted copy: withheld, not flagged
     # The forged record holds what the wrong loss gives: the grader's reference disagrees.
@@ -365,7 +366,7 @@ def test_cheats_inside_the_kernel_score_nothing(graded: dict[str, Any]) -> None:
 def test_escape_attempts_fail_and_correct_functions_keep_full_marks(graded: dict[str, Any]) -> None:
     row = _row(graded, "escape_attempts")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 3.0, "test_surrogate": 3.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 2.0, "test_surrogate": 2.0, "test_training": 0.0}
     _training_fails_on_the_pass_mark(row)
     assert row["flags"] == "", "written unlike the references: not a near-copy"
     lines = [line for line in _outputs(graded, "escape_attempts", "compute_gae").splitlines()
@@ -406,7 +407,7 @@ def test_exits_lose_only_the_cells_after_them(graded: dict[str, Any]) -> None:
     row = _row(graded, "exits")
     assert row["status"] == "graded"
     # sys.exit is the SystemExit of its own cell; os._exit kills the kernel, the rest does not run.
-    assert points(row, CELLS) == {"test_gae": 3.0, "test_surrogate": 0.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 2.0, "test_surrogate": 0.0, "test_training": 0.0}
     for cell in ("test_surrogate", "test_training"):
         assert "did not run" in _reason(row, cell), row["reasons"]
     assert "SystemExit" in _outputs(graded, "exits", "compute_gae")
@@ -417,7 +418,7 @@ def test_exits_lose_only_the_cells_after_them(graded: dict[str, Any]) -> None:
 def test_an_infinite_loop_is_interrupted_after_the_cell_timeout(graded: dict[str, Any]) -> None:
     row = _row(graded, "infinite_loop")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 0.0, "test_surrogate": 3.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 0.0, "test_surrogate": 2.0, "test_training": 0.0}
     assert "compute_gae" in _reason(row, "test_gae"), row["reasons"]  # NameError: never defined
     assert "KeyboardInterrupt" in _outputs(graded, "infinite_loop", "compute_gae")  # the timeout's interrupt
 
@@ -429,8 +430,8 @@ def test_memory_and_fork_bombs_are_contained(graded: dict[str, Any]) -> None:
     assert float(row["test_gae"]) == 0.0 and float(row["test_training"]) == 0.0
     assert "MemoryError" in _outputs(graded, "bombs", "compute_gae")
     assert graded["processes"][0] == []
-    # Not asserted: test_surrogate ran beside a fork bomb that holds the run's 256 tasks (3 points
-    # in every run so far: nothing in that cell starts a thread or a process).
+    # Not asserted: test_surrogate ran beside a fork bomb that holds the run's 256 tasks (all its
+    # points in every run so far: nothing in that cell starts a thread or a process).
     print("bombs: test_surrogate", row["test_surrogate"])
 
 
@@ -438,7 +439,7 @@ def test_memory_and_fork_bombs_are_contained(graded: dict[str, Any]) -> None:
 def test_huge_output_is_capped_and_loses_the_cells_from_there_on(graded: dict[str, Any]) -> None:
     row = _row(graded, "huge_output")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 3.0, "test_surrogate": 0.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 2.0, "test_surrogate": 0.0, "test_training": 0.0}
     for cell in ("test_surrogate", "test_training"):  # stopped by the runner's output cap
         assert "did not run: the notebook printed more output than allowed" in _reason(row, cell), row["reasons"]
 
@@ -447,7 +448,7 @@ def test_huge_output_is_capped_and_loses_the_cells_from_there_on(graded: dict[st
 def test_a_printed_number_does_not_score_a_failing_test(graded: dict[str, Any]) -> None:
     row = _row(graded, "displayhook")
     assert row["status"] == "graded"
-    assert points(row, CELLS) == {"test_gae": 3.0, "test_surrogate": 0.0, "test_training": 0.0}
+    assert points(row, CELLS) == {"test_bootstrap": 3.0, "test_gae": 2.0, "test_surrogate": 0.0, "test_training": 0.0}
     assert "AssertionError" in _reason(row, "test_surrogate"), row["reasons"]
 
 

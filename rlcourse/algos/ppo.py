@@ -1,7 +1,8 @@
 """Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347).
 
 Reads top to bottom:
-  1. the two formulas students implement in lab 2: GAE and the clipped surrogate;
+  1. the three pieces students implement in lab 2: time-out bootstrapping, GAE and the
+     clipped surrogate;
   2. the hyperparameters (every field has a one-line description);
   3. the algorithm: ``act -> process_env_step -> compute_returns -> update``.
 
@@ -26,6 +27,44 @@ from rlcourse.storage.rollout import RolloutStorage
 
 
 # --------------------------------------------------------------------------- the maths
+def bootstrap_time_outs(
+    rewards: torch.Tensor,
+    terminated: torch.Tensor,
+    time_outs: torch.Tensor,
+    next_obs: torch.Tensor,
+    final_obs: torch.Tensor,
+    value_fn: Callable[[torch.Tensor], torch.Tensor],
+    gamma: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One env step's rewards and episode ends as GAE needs them, with time-outs bootstrapped.
+
+    The envs reset in the same step (:mod:`rlcourse.envs.base`): where an episode ended,
+    ``next_obs`` is already the *next* episode's first observation and the observation the
+    episode ended in is ``final_obs``. An episode cut by the time limit is not over for the
+    task, so its return goes on past the cut: ``r_t + gamma * V(final_obs)``. A terminated
+    episode has no future and keeps ``r_t``. Both kinds of ending are then done for GAE.
+
+    Args:
+        rewards: ``(N,)`` rewards of the step.
+        terminated: ``(N,)`` bool, the episode reached a terminal state.
+        time_outs: ``(N,)`` bool, the episode was cut by the time limit.
+        next_obs: ``(N, num_obs)`` observations the step returned (after the same-step reset).
+        final_obs: ``(N, num_obs)`` the observations the episodes ended in (rows of envs that go
+            on equal ``next_obs``).
+        value_fn: the critic, ``(M, num_obs)`` observations to ``(M,)`` values.
+        gamma: discount factor.
+
+    Returns:
+        ``(rewards, dones)``: new ``(N,)`` tensors, ``dones`` 1.0 where an episode ended.
+    """
+    rewards = rewards.clone()
+    if time_outs.any():
+        # Only the cut envs: the critic is evaluated on their final observations alone.
+        rewards[time_outs] += gamma * value_fn(final_obs[time_outs])
+    dones = (terminated | time_outs).float()
+    return rewards, dones
+
+
 def compute_gae(
     rewards: torch.Tensor,
     values: torch.Tensor,
@@ -134,9 +173,9 @@ class PPO(Algorithm):
         agent.learn(100_000)
         agent.save("ppo_cartpole.pt")
 
-    Lab hooks: ``gae_fn`` and ``surrogate_fn`` replace :func:`compute_gae` and
-    :func:`clipped_surrogate_loss` (same signatures), so a student's functions train
-    the real agent.
+    Lab hooks: ``bootstrap_fn``, ``gae_fn`` and ``surrogate_fn`` replace
+    :func:`bootstrap_time_outs`, :func:`compute_gae` and :func:`clipped_surrogate_loss`
+    (same signatures), so a student's functions train the real agent.
     """
 
     name = "ppo"
@@ -150,8 +189,10 @@ class PPO(Algorithm):
         preset: str | None = "auto",
         gae_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = compute_gae,
         surrogate_fn: Callable[..., torch.Tensor] = clipped_surrogate_loss,
+        bootstrap_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = bootstrap_time_outs,
         **hyperparameters: Any,
     ) -> None:
+        self.bootstrap_fn = bootstrap_fn
         self.gae_fn = gae_fn
         self.surrogate_fn = surrogate_fn
         super().__init__(env, seed=seed, device=device, preset=preset, **hyperparameters)
@@ -196,7 +237,7 @@ class PPO(Algorithm):
         actions = dist.sample()
         # Remember what the update needs; the normalized obs is stored so the update
         # evaluates the policy on exactly the inputs that produced these actions.
-        self._obs_n = obs_n
+        self._obs, self._obs_n = obs, obs_n
         self._actions = actions
         self._log_probs = self.actor_critic.log_prob(dist, actions)
         self._values = self.actor_critic.value(obs_n)
@@ -214,22 +255,31 @@ class PPO(Algorithm):
     ) -> None:
         rewards = rewards.to(self.device, torch.float32) * self.cfg.reward_scale
         time_outs = extras.get("time_outs", truncated).to(self.device)
-        if time_outs.any():
-            # CHOICE (truncation bootstrapping): a time-out is not a terminal state, so the
-            # return continues past it: r_t += gamma * V(s_T), with s_T the final observation
-            # of the cut episode (extras["final_obs"]). GAE then treats the step as done.
-            # Like SB3 and rsl_rl; CleanRL's PPO skips this. Without final_obs (Isaac Lab
-            # envs) we fall back to rsl_rl's approximation V(s_t).
-            final_obs = extras.get("final_obs")
-            if final_obs is not None:
-                v_final = self.actor_critic.value(self.obs_normalizer(final_obs[time_outs].to(self.device, torch.float32)))
-            else:
-                v_final = self._values[time_outs]
-            rewards = rewards.clone()
-            rewards[time_outs] += self.cfg.gamma * v_final
-        dones = (terminated.to(self.device) | time_outs).float()
+        # CHOICE (truncation bootstrapping, bootstrap_fn): a time-out is not a terminal state,
+        # so the return continues past it: r_t += gamma * V(s_T), with s_T the final
+        # observation of the cut episode (extras["final_obs"]). GAE then treats the step as
+        # done. Like SB3 and rsl_rl; CleanRL's PPO skips this. Without final_obs (Isaac Lab
+        # envs) we fall back to rsl_rl's approximation V(s_t): the observation before the step.
+        final_obs = extras.get("final_obs")
+        final_obs = self._obs if final_obs is None else final_obs.to(self.device, torch.float32)
+        rewards, dones = self.bootstrap_fn(
+            rewards, terminated.to(self.device), time_outs, obs.to(self.device, torch.float32), final_obs,
+            self.value, self.cfg.gamma,
+        )
+        if tuple(rewards.shape) != (self.spec.num_envs,) or tuple(dones.shape) != (self.spec.num_envs,):
+            raise ValueError(
+                f"bootstrap_fn must return (rewards, dones) of shape ({self.spec.num_envs},), "
+                f"got {tuple(rewards.shape)} and {tuple(dones.shape)}"
+            )
+        dones = dones.float()
         self.storage.add(self._obs_n, self._actions, rewards, dones, self._values, self._log_probs)
         self.global_step += self.spec.num_envs * self.world_size   # all processes' envs
+
+    @torch.no_grad()
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The critic's values ``(M,)`` of raw observations ``(M, num_obs)``: normalized as in
+        :meth:`act`, without updating the normalizer. The ``value_fn`` that ``bootstrap_fn`` gets."""
+        return self.actor_critic.value(self.obs_normalizer(obs.to(self.device, torch.float32)))
 
     def compute_returns(self, last_obs: torch.Tensor) -> None:
         last_values = self.actor_critic.value(self.obs_normalizer(last_obs.to(self.device, torch.float32)))

@@ -13,7 +13,8 @@ The same command writes three synthetic submissions per lab into
 fresh clone:
 
 * ``example_complete``: the release with every solution cell answered (the reference code);
-* ``example_partial``: only the first solution cell answered (lab 2: GAE right, surrogate missing);
+* ``example_partial``: only the first solution cell answered (lab 2: time-out bootstrapping right,
+  GAE and surrogate missing);
 * ``example_empty``: the release as handed out.
 """
 
