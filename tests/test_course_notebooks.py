@@ -1,8 +1,11 @@
-"""Every lecture notebook in course/ executes top to bottom without an error (nbclient)."""
+"""Every lecture notebook in course/ executes top to bottom without an error (nbclient), and the
+lectures about locomotion show robot videos within the size budget per video (README, "Videos")."""
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import time
 from pathlib import Path
 
@@ -10,12 +13,29 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
+from rlcourse.video import VIDEO_BUDGET_BYTES
+
 COURSE = Path(__file__).resolve().parent.parent / "course"
 NOTEBOOKS = sorted(COURSE.glob("*.ipynb"))
 
 # Each lecture must run in <= 3 minutes on a 2-core laptop (issue budget); the limit here
 # is per cell, with headroom for a loaded CI machine.
 CELL_TIMEOUT_S = 300
+# The lectures about legged robots show at least one MuJoCo video each (rlcourse.video.show_video).
+LOCOMOTION_LECTURES = {"05_massively_parallel_simulation", "06_reward_engineering",
+                       "07_domain_randomization_and_sim_to_real"}
+EMBEDDED_MP4 = re.compile(r'src="data:video/mp4;base64,([A-Za-z0-9+/=]+)"')
+
+
+def embedded_videos(nb: nbformat.NotebookNode) -> list[int]:
+    """Sizes (bytes) of the MP4 videos embedded in the executed notebook's HTML outputs."""
+    sizes = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            html = output.get("data", {}).get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            sizes += [len(base64.b64decode(data)) for data in EMBEDDED_MP4.findall(html)]
+    return sizes
 
 
 def test_course_has_notebooks() -> None:
@@ -34,4 +54,9 @@ def test_notebook_executes(path: Path, tmp_path: Path) -> None:
     elapsed = time.perf_counter() - t0
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, f"{path.name}: {errors[0]['ename']}: {errors[0]['evalue']}"
-    print(f"{path.name}: {elapsed:.1f} s")
+    videos = embedded_videos(nb)
+    print(f"{path.name}: {elapsed:.1f} s, videos of {', '.join(f'{n / 1000:.0f}' for n in videos) or 'no'} kB")
+    if path.stem in LOCOMOTION_LECTURES:
+        assert videos, f"{path.name} is about legged robots but shows no robot video"
+    too_big = [n for n in videos if n > VIDEO_BUDGET_BYTES]
+    assert not too_big, f"{path.name}: videos of {too_big} bytes, over the budget of {VIDEO_BUDGET_BYTES:,} per video"

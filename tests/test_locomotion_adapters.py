@@ -92,3 +92,27 @@ def test_render_and_record_a_gif(tmp_path):
         assert gif.n_frames == 7 and gif.size == (96, 72)
     with pytest.raises(ValueError, match=".gif or .mp4"):
         record_video(lambda obs: obs, env, tmp_path / "ant.avi", steps=1)
+
+
+@pytest.mark.skipif(not _gl_library_present(), reason="no OpenGL library (libEGL/libOSMesa/libGL) on this machine")
+def test_several_envs_of_a_batch_in_one_picture():
+    from rlcourse.video import record_clip
+
+    env = make("Quadruped", num_envs=6, seed=0)
+    env.reset()
+    one = env.render(0, width=160, height=120)
+    grid = env.render([0, 1, 2, 3], width=160, height=120)
+    assert grid.shape == (120, 160, 3) and grid.dtype == np.uint8 and not np.array_equal(one, grid)
+    # Only the robots are repeated (the floor once), each shifted to its place on the grid:
+    # more of the picture differs from the empty floor than with one robot at the centre.
+    floor = np.median(grid.reshape(-1, 3), axis=0)
+    assert (np.abs(grid.astype(int) - floor).sum(axis=2) > 60).mean() > 0.02
+    with pytest.raises(ValueError, match="env_id must lie in"):
+        env.render([0, 6])
+    # record_clip films a list of envs together; an episode of any of them counts.
+    gen = torch.Generator().manual_seed(0)
+    clip = record_clip(lambda obs: torch.rand(obs.shape[0], 12, generator=gen) * 2 - 1, env,
+                       env_index=range(4), steps=4, every=2, width=96, height=72, seed=0)
+    env.close()
+    assert len(clip.frames) == 3 and clip.frames[0].shape == (72, 96, 3)
+    assert clip.fps == pytest.approx(1 / (0.02 * 2))

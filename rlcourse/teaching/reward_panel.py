@@ -3,7 +3,7 @@
 * :func:`plot_history`: a learning curve and each term's weighted contribution per PPO iteration
   (:class:`~rlcourse.envs.locomotion.shaping.TermRecorder`'s history);
 * :func:`plot_episode_sums`: per-term episode sums of test episodes as bars;
-* :func:`show_video_of`: a short GIF of a trained Ant policy;
+* :func:`show_video_of`: a short video of a trained Ant policy;
 * :func:`reward_panel`: one slider per weight; moving one redraws what two fixed behaviours would
   earn, **Train** runs PPO with the built-in terms and shows the results.
 """
@@ -59,21 +59,27 @@ def plot_episode_sums(sums: Mapping[str, float], weights: Mapping[str, float], a
     ax.grid(alpha=0.3, axis="x")
 
 
-def show_video_of(agent: Any, steps: int = 100, every: int = 4, seed: int = 0) -> None:
-    """A short GIF of the trained policy (needs offscreen OpenGL; skipped with a message without it)."""
+def show_video_of(agent: Any, steps: int = 100, every: int = 2, seed: int = 0) -> None:
+    """A short video of the trained policy: an H.264 clip (a GIF without imageio-ffmpeg), within
+    the size budget per video. Needs offscreen OpenGL; skipped with a message without it."""
     from IPython.display import display
 
     from rlcourse import envs
-    from rlcourse.video import record_video, show_video
+    from rlcourse.video import Clip, record_clip, show_video
 
     try:
         env = envs.make("Ant", num_envs=1, seed=seed)
         try:
-            path = record_video(agent, env, Path(tempfile.mkdtemp(prefix="lab3_")) / "ant.gif", steps=steps,
-                                every=every, width=240, height=180)
+            clip = record_clip(agent, env, steps=steps, every=every, width=240, height=180)
         finally:
             env.close()
-        display(show_video(path, width=360))
+        try:
+            shown = show_video(clip, width=360)
+        except RuntimeError:   # no imageio-ffmpeg: a GIF, one frame in four (GIFs are ~10x larger)
+            keep = max(1, 4 // every)
+            gif = Clip(clip.frames[::keep], clip.fps / keep)
+            shown = show_video(gif.save(Path(tempfile.mkdtemp(prefix="lab3_")) / "ant.gif"), width=360)
+        display(shown)
     except Exception as exc:  # no OpenGL backend on this machine
         print(f"(no video: {exc})")
 

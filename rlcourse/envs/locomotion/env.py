@@ -22,7 +22,7 @@ Subclasses (the tasks) fill in the hooks named like Isaac Lab's:
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import gymnasium as gym
 import mujoco
@@ -49,6 +49,11 @@ for (_r, _c), _terms in {
         _QUAT_TO_MAT[_a, _b, _r, _c] = _sign
 _QUAT_TO_MAT = _QUAT_TO_MAT.reshape(16, 9)
 _IDENTITY_FLAT = np.eye(3).reshape(9)
+
+
+RENDER_SHADOW_SIZE = 1024
+"""Largest shadow map (pixels) of :meth:`MujocoLocomotionEnv.render`: MuJoCo's default 4096 costs
+about ten times as much on software OpenGL (Mesa llvmpipe, a machine without a GPU)."""
 
 
 def _rotation_matrices(quat: np.ndarray) -> np.ndarray:
@@ -343,17 +348,38 @@ class MujocoLocomotionEnv(VecEnv):
             buf.index_fill_(0, env_ids, 0)
         self.start_xy[env_ids] = self._from_numpy(self.sim.qpos[ids_np, 0:2].astype(np.float32))
 
-    def render(self, env_id: int = 0, width: int = 480, height: int = 360, camera: str | int = "track") -> np.ndarray:
+    def render(self, env_id: int | Sequence[int] = 0, width: int = 480, height: int = 360,
+               camera: str | int = "track", spacing: float | None = None) -> np.ndarray:
         """An RGB frame ``(height, width, 3)`` uint8 of env ``env_id``, rendered offscreen.
+
+        ``env_id`` may also list several envs of the batch: they are drawn in one picture, on a
+        grid ``spacing`` metres apart (default: twice the robot's reach plus 0.5 m), seen from above by a
+        camera that follows the group (``camera`` is ignored). Each env is still its own
+        simulation: the robots are only drawn side by side, as Isaac Gym's viewer lays out its
+        envs, and never touch.
+
+        Rendering settings are chosen for CPU (software) OpenGL: a 1024-pixel shadow map, no
+        multisampling, no floor reflections, and no shadows on a grid: a 320 x 240 frame of one
+        robot costs ~10 ms of CPU instead of ~100 ms with MuJoCo's defaults, a 480 x 360 grid of
+        16 Quadrupeds ~35 ms.
 
         Needs an OpenGL backend: EGL (Debian package ``libegl1``) or OSMesa
         (``libosmesa6``), chosen with ``MUJOCO_GL=egl|osmesa`` before MuJoCo is imported
         (``rlcourse.envs.locomotion`` picks EGL on headless Linux).
         """
-        if not 0 <= env_id < self.num_envs:
-            raise ValueError(f"env_id must lie in [0, {self.num_envs - 1}], got {env_id}")
+        ids = [env_id] if isinstance(env_id, (int, np.integer)) else [int(i) for i in env_id]
+        if not ids:
+            raise ValueError("env_id lists no env")
+        for i in ids:
+            if not 0 <= i < self.num_envs:
+                raise ValueError(f"env_id must lie in [0, {self.num_envs - 1}], got {i}")
         renderer = getattr(self, "_renderer", None)
         if renderer is None or (renderer.height, renderer.width) != (height, width):
+            if renderer is not None:
+                renderer.close()
+            quality = self.model.vis.quality
+            quality.shadowsize = min(int(quality.shadowsize), RENDER_SHADOW_SIZE)
+            quality.offsamples = 0
             try:
                 renderer = mujoco.Renderer(self.model, height, width)
             except Exception as exc:  # GL backends raise several types
@@ -361,11 +387,59 @@ class MujocoLocomotionEnv(VecEnv):
                     f"offscreen rendering failed ({exc}). Start Python with MUJOCO_GL=egl (needs libegl1) "
                     "or MUJOCO_GL=osmesa (needs libosmesa6) set before mujoco is imported."
                 ) from exc
+            renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             self._renderer = renderer
-        if isinstance(camera, str) and mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
-            camera = -1                                   # the free camera
-        renderer.update_scene(self.sim.data_for(env_id), camera=camera)
+        # Shadows make a grid of robots three times as expensive: only a single robot gets them.
+        renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = len(ids) == 1
+        if len(ids) == 1:
+            if isinstance(camera, str) and mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera) < 0:
+                camera = -1                                   # the free camera
+            renderer.update_scene(self.sim.data_for(ids[0]), camera=camera)
+        else:
+            self._grid_scene(renderer.scene, ids, spacing)
         return renderer.render().copy()
+
+    def _robot_reach(self) -> float:
+        """Horizontal distance from the root to the farthest point of the robot, in the model's
+        default pose (metres): the size of one robot on a grid of several."""
+        reach = getattr(self, "_reach", None)
+        if reach is None:
+            data = mujoco.MjData(self.model)
+            mujoco.mj_forward(self.model, data)
+            robot = self.model.geom_bodyid > 0                     # geoms not fixed to the world
+            offsets = np.linalg.norm(data.geom_xpos[robot, :2] - data.qpos[None, 0:2], axis=1)
+            reach = self._reach = float((offsets + self.model.geom_rbound[robot]).max())
+        return reach
+
+    def _grid_scene(self, scene: mujoco.MjvScene, ids: list[int], spacing: float | None) -> None:
+        """Fill ``scene`` with envs ``ids`` laid out on a grid (row-major, env ``ids[0]`` top left)."""
+        n = len(ids)
+        cols = int(np.ceil(np.sqrt(n)))
+        rows = int(np.ceil(n / cols))
+        step = 2.0 * self._robot_reach() + 0.5 if spacing is None else float(spacing)
+        offsets = np.array([((k % cols - (cols - 1) / 2) * step, ((rows - 1) / 2 - k // cols) * step)
+                            for k in range(n)])
+        centre = (self.sim.qpos[ids, 0:2] + offsets).mean(axis=0)
+        cam = mujoco.MjvCamera()
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        cam.lookat[:] = (centre[0], centre[1], 0.0)
+        cam.distance = 1.2 * step * max(cols, rows) + 1.0
+        cam.elevation, cam.azimuth = -35.0, 90.0                     # from -y, looking at +y; +x to the right
+        option, perturb = mujoco.MjvOption(), mujoco.MjvPerturb()
+        dynamic = int(mujoco.mjtCatBit.mjCAT_DYNAMIC)
+        for k, i in enumerate(ids):
+            data = self.sim.data_for(i)
+            first = scene.ngeom
+            if k == 0:      # the floor, lights and camera, and env ids[0]'s robot
+                first = 0
+                mujoco.mjv_updateScene(self.model, data, option, perturb, cam, int(mujoco.mjtCatBit.mjCAT_ALL), scene)
+            else:           # only the moving bodies of the others
+                mujoco.mjv_addGeoms(self.model, data, option, perturb, dynamic, scene)
+            for g in range(first, scene.ngeom):
+                geom = scene.geoms[g]
+                if geom.category == dynamic:
+                    geom.pos[0] += offsets[k, 0]
+                    geom.pos[1] += offsets[k, 1]
 
     def close(self) -> None:
         renderer = getattr(self, "_renderer", None)
