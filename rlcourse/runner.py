@@ -175,6 +175,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def hub_proxy_path(port: int) -> str | None:
+    """Under JupyterHub, the path (on the hub's address) that proxies ``port``: ``<prefix>proxy/<port>/``."""
+    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
+    return prefix.rstrip("/") + f"/proxy/{port}/" if prefix else None
+
+
 def start_tensorboard(logdir: str | os.PathLike, port: int | None = None) -> str:
     """Start a TensorBoard server on localhost in this process; returns its URL."""
     from tensorboard import program
@@ -398,8 +404,6 @@ class Runner:
         if self.tensorboard and self.tensorboard_url is None:
             self.tensorboard_url = start_tensorboard(self.run_dir)
             print(f"TensorBoard: {self.tensorboard_url}", flush=True)
-            from rlcourse.teaching.live_tensorboard import hub_proxy_path
-
             hub_path = hub_proxy_path(urllib.parse.urlsplit(self.tensorboard_url).port)
             if hub_path:   # a terminal in JupyterHub: 127.0.0.1 is the hub's machine, not the browser's
                 print(f"TensorBoard through JupyterHub: open {hub_path} on the hub's address", flush=True)

@@ -226,12 +226,6 @@ def _proxy_answers(server: dict, port: int) -> bool:
         return False
 
 
-def hub_proxy_path(port: int) -> str | None:
-    """Under JupyterHub, the path (on the hub's address) that proxies ``port``: ``<prefix>proxy/<port>/``."""
-    prefix = os.environ.get("JUPYTERHUB_SERVICE_PREFIX")
-    return prefix.rstrip("/") + f"/proxy/{port}/" if prefix else None
-
-
 def embed_url(port: int) -> str | None:
     """The URL a notebook page loads to show the server on ``port`` (``None``: nothing to embed into).
 
@@ -239,6 +233,8 @@ def embed_url(port: int) -> str | None:
     are expected to have jupyter-server-proxy, as ``make lab`` has). Under a local Jupyter server:
     its ``<base_url>proxy/<port>/`` if that answers, else the direct localhost URL.
     """
+    from rlcourse.runner import hub_proxy_path
+
     hub_path = hub_proxy_path(port)
     if hub_path:
         return hub_path
