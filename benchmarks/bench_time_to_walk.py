@@ -338,7 +338,8 @@ def main() -> None:
         "SB3: PPO with the RL Zoo MuJoCo setting (1 env, n_steps 2048, 10 epochs, batch 64, 64-64 tanh, VecNormalize) "
         f"on Ant-v5; torch threads {args.threads} for both, interleaved in one process",
         f"- deterministic policy evaluated every {args.eval_interval:g} s (SB3: {args.sb3_eval_interval:g} s) of "
-        f"training on {args.eval_episodes} full episodes (1000 steps = 50 s, or until a fall); **evaluation time excluded** from both training clocks",
+        f"training on {args.eval_episodes} full episodes (1000 steps = 50 s, or until a fall); "
+        "**evaluation time excluded** from both training clocks",
     ]
     if rows:
         lines += ["", f"| seed | ours: first walks >= {WALK_SPEED:.1f} m/s | ours at {args.budget:.0f} s: m/s, falls | "
@@ -368,7 +369,7 @@ def main() -> None:
             f"best evaluation {best['speed']:.2f} m/s at {best['t']:.0f} s, falls {best['falls']}/{best['episodes']}; "
             f"{q['steps_per_s']:.0f} env steps/s")
     lines.append(f"- command: `.venv/bin/python benchmarks/bench_time_to_walk.py --seeds {args.seeds} "
-                 f"--budget {args.budget:g} --quadruped-seeds '{args.quadruped_seeds}'`")
+                 f"--budget {args.budget:g} --max-seconds {args.max_seconds:g} --quadruped-seeds '{args.quadruped_seeds}'`")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
