@@ -1,4 +1,4 @@
-"""Lab 1 (DQN) hidden checks, in both modes (in-process as in the instructor's notebook, and
+"""Lab 1 (DQN) hidden checks (epsilon-greedy, the TD loss, training), in both modes (in-process as in the instructor's notebook, and
 graded: the sandbox half, records reloaded as tensors only, the judge): the reference passes,
 every wrong implementation a student is likely to write is rejected with a message that names
 the mistake and shows no expected numbers, and the training check re-evaluates the recorded
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from rlcourse.algos import dqn as reference
 from rlcourse.grading import lab1_dqn as checks
+from rlcourse.storage.replay import ReplayBatch
 
 from grading_helpers import MODES, check_verdict, serve_pins, shows_number
 
@@ -83,64 +84,132 @@ def eps_multinomial(q, eps, g):
     return torch.multinomial(probs, 1, generator=g).squeeze(1)
 
 
-def target_bootstraps_terminals(r, qt, d, gamma):
-    return r + gamma * qt.max(1).values
+def _q_sa(batch, q_network):
+    return q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
 
 
-def target_keepdim(r, qt, d, gamma):
-    return r + gamma * (1 - d) * qt.max(1, keepdim=True).values
+def _target(batch, q_network, target_network, gamma, double, stop=None):
+    """The right TD target, with ``stop`` (default: batch.dones) ending the bootstrap."""
+    stop = batch.dones if stop is None else stop
+    with torch.no_grad():
+        picker = q_network if double else target_network
+        best = picker(batch.next_obs).argmax(1, keepdim=True)
+        return batch.rewards + gamma * (1 - stop) * target_network(batch.next_obs).gather(1, best).squeeze(1)
 
 
-def target_in_place(r, qt, d, gamma):
-    y = reference.dqn_target(r, qt, d, gamma)
-    d.zero_()
-    return y
+def loss_written_out(batch, q_network, target_network, gamma, delta, double):
+    """Correct, written another way: indexing with arange, the Huber formula by hand, detach()."""
+    b = batch.rewards.shape[0]
+    q = q_network(batch.obs)[torch.arange(b), batch.actions]
+    next_online = q_network(batch.next_obs).detach()
+    next_target = target_network(batch.next_obs).detach()
+    best = next_online.argmax(1) if double else next_target.argmax(1)
+    y = batch.rewards + gamma * (1.0 - batch.dones) * next_target[torch.arange(b), best]
+    x = (q - y).abs()
+    return torch.where(x <= delta, 0.5 * x**2, delta * (x - 0.5 * delta)).mean()
 
 
-def double_picks_with_target(r, qo, qt, d, gamma):
-    """The classic double-DQN slip: the target network also picks the action (= plain DQN)."""
-    best = qt.argmax(dim=1, keepdim=True)
-    return r + gamma * (1.0 - d) * qt.gather(1, best).squeeze(1)
+def loss_target_with_grad(batch, q_network, target_network, gamma, delta, double):
+    """The classic: the target computed with gradient (no torch.no_grad, no detach)."""
+    picker = q_network if double else target_network
+    best = picker(batch.next_obs).argmax(1, keepdim=True)
+    y = batch.rewards + gamma * (1 - batch.dones) * target_network(batch.next_obs).gather(1, best).squeeze(1)
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
 
 
-def double_evaluates_with_online(r, qo, qt, d, gamma):
-    return r + gamma * (1 - d) * qo.max(1).values
+def loss_online_evaluates_with_grad(batch, q_network, target_network, gamma, delta, double):
+    """Double DQN with the online network's max, not detached: gradient through both sides."""
+    y = batch.rewards + gamma * (1 - batch.dones) * q_network(batch.next_obs).max(1).values
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
 
 
-def double_ignores_dones(r, qo, qt, d, gamma):
-    return reference.double_dqn_target(r, qo, qt, torch.zeros_like(d), gamma)
+def loss_target_carries_online_grad(batch, q_network, target_network, gamma, delta, double):
+    """The right value, but the target carries the online network's gradient (a zero built from
+    q_network(next_obs) with gradient): only the gradient shows it."""
+    next_online = q_network(batch.next_obs)
+    y = _target(batch, q_network, target_network, gamma, double) + (next_online - next_online.detach()).sum(1)
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
 
 
-def huber_linear_without_offset(p, t, delta):
-    """The linear branch without "- delta / 2": the loss jumps at |x| = delta, its gradient is unchanged."""
-    x = p - t
-    return torch.where(x.abs() <= delta, 0.5 * x**2, delta * x.abs()).mean()
+def loss_picks_with_target(batch, q_network, target_network, gamma, delta, double):
+    return F.huber_loss(_q_sa(batch, q_network), _target(batch, q_network, target_network, gamma, False), delta=delta)
 
 
-def huber_quadratic_without_half(p, t, delta):
-    x = (p - t).abs()
-    return torch.where(x <= delta, x**2, delta * (x - 0.5 * delta)).mean()
+def loss_evaluates_with_online(batch, q_network, target_network, gamma, delta, double):
+    with torch.no_grad():
+        y = batch.rewards + gamma * (1 - batch.dones) * q_network(batch.next_obs).max(1).values
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
 
 
-def huber_sum(p, t, delta):
-    return F.huber_loss(p, t, reduction="sum", delta=delta)
+def loss_always_double(batch, q_network, target_network, gamma, delta, double):
+    return F.huber_loss(_q_sa(batch, q_network), _target(batch, q_network, target_network, gamma, True), delta=delta)
 
 
-def huber_smooth_l1_beta(p, t, delta):
-    return F.smooth_l1_loss(p, t, beta=delta)  # = huber / delta: right only for delta = 1
+def loss_q_of_all_actions(batch, q_network, target_network, gamma, delta, double):
+    """q[:, actions]: a (B, B) table that broadcasts against the (B,) targets."""
+    q = q_network(batch.obs)[:, batch.actions]
+    return F.huber_loss(q, _target(batch, q_network, target_network, gamma, double).expand_as(q), delta=delta)
 
 
-def huber_ignores_delta(p, t, delta):
-    return F.huber_loss(p, t, delta=1.0)
+def loss_gather_dim0(batch, q_network, target_network, gamma, delta, double):
+    q = q_network(batch.obs).gather(0, batch.actions.unsqueeze(1)).squeeze(1)
+    return F.huber_loss(q, _target(batch, q_network, target_network, gamma, double), delta=delta)
 
 
-def huber_detached(p, t, delta):
-    return reference.huber_loss(p.detach(), t, delta)
+def loss_q_of_best_action(batch, q_network, target_network, gamma, delta, double):
+    q = q_network(batch.obs).max(1).values
+    return F.huber_loss(q, _target(batch, q_network, target_network, gamma, double), delta=delta)
 
 
-def huber_zero(p, t, delta):
-    """The hostile round trip's huber_loss: differentiable, and always 0."""
-    return ((p - t) ** 2).mean() * 0.0
+def loss_time_outs_terminal(batch, q_network, target_network, gamma, delta, double):
+    ended = torch.maximum(batch.dones, batch.time_outs)
+    y = _target(batch, q_network, target_network, gamma, double, stop=ended)
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
+
+
+def loss_ignores_dones(batch, q_network, target_network, gamma, delta, double):
+    y = _target(batch, q_network, target_network, gamma, double, stop=torch.zeros_like(batch.dones))
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta)
+
+
+def loss_mse(batch, q_network, target_network, gamma, delta, double):
+    return F.mse_loss(_q_sa(batch, q_network), _target(batch, q_network, target_network, gamma, double))
+
+
+def loss_half_mse(batch, q_network, target_network, gamma, delta, double):
+    return 0.5 * ((_q_sa(batch, q_network) - _target(batch, q_network, target_network, gamma, double)) ** 2).mean()
+
+
+def loss_sum(batch, q_network, target_network, gamma, delta, double):
+    y = _target(batch, q_network, target_network, gamma, double)
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta, reduction="sum")
+
+
+def loss_smooth_l1(batch, q_network, target_network, gamma, delta, double):
+    """smooth_l1_loss ignores delta (its beta defaults to 1)."""
+    return F.smooth_l1_loss(_q_sa(batch, q_network), _target(batch, q_network, target_network, gamma, double))
+
+
+def loss_q_detached(batch, q_network, target_network, gamma, delta, double):
+    with torch.no_grad():
+        return reference.td_loss(batch, q_network, target_network, gamma, delta, double).requires_grad_()
+
+
+def loss_unreduced(batch, q_network, target_network, gamma, delta, double):
+    y = _target(batch, q_network, target_network, gamma, double)
+    return F.huber_loss(_q_sa(batch, q_network), y, delta=delta, reduction="none")
+
+
+def loss_in_place(batch, q_network, target_network, gamma, delta, double):
+    loss = reference.td_loss(batch, q_network, target_network, gamma, delta, double)
+    batch.rewards.zero_()
+    return loss
+
+
+def loss_zero(batch, q_network, target_network, gamma, delta, double):
+    """Differentiable, with a gradient, and always 0."""
+    q = _q_sa(batch, q_network)
+    return (q - q.detach()).mean()
 
 
 def _numbers(values: torch.Tensor, digits: int = 4) -> list[str]:
@@ -197,102 +266,115 @@ def test_fresh_epsilon_cases_depend_on_the_seed() -> None:
 
 def test_judge_copes_with_garbage_outputs() -> None:
     """Whatever the sandbox recorded, the judge fails with a message, it never crashes."""
-    for check in (checks.EPSILON, checks.TD_TARGETS, checks.HUBER):
+    for check in (checks.EPSILON, checks.TD_LOSS):
         case = check.cases(7)[0]
         for outputs in ({}, {"actions": "<Foo>", "modified": None, "parts": "x"},
                         {"actions": [1, 2], "modified": [False]},
-                        {"parts": ["<Foo>", 3, None], "dqn_target": "<Foo>", "modified": []}):
+                        {"loss": torch.tensor(1.0), "online_grads": "x", "target_grad_norm": float("nan")},
+                        {"loss": torch.tensor(1.0), "online_grads": [], "target_grad_norm": 0.0, "modified": []}):
             with pytest.raises(AssertionError):
                 check.judge(case, outputs)
 
 
-# --------------------------------------------------------------------------- TD targets
-@pytest.mark.parametrize("mode", MODES)
-def test_td_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
-    assert check_verdict(checks.check_td_targets, reference.dqn_target, reference.double_dqn_target,
-                         mode=mode, folder=tmp_path) is None
+# --------------------------------------------------------------------------- TD loss
+def _reference_loss(case: dict[str, Any]) -> torch.Tensor:
+    batch = ReplayBatch(**{k: case[k] for k in checks.BATCH_FIELDS})
+    return reference.td_loss(batch, checks.q_network(case["online"]), checks.q_network(case["target"]),
+                             case["gamma"], case["delta"], case["double"])
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize(
-    "plain, double, message",
-    [
-        (target_bootstraps_terminals, reference.double_dqn_target,
-         r"dqn_target differs .* terminal transitions \(done = 1\)"),
-        (target_keepdim, reference.double_dqn_target, "shape"),
-        (target_in_place, reference.double_dqn_target, "in place"),
-        (reference.dqn_target, double_picks_with_target, "online network's Q-values pick"),
-        (reference.dqn_target, double_evaluates_with_online, "online network's Q-values pick"),
-        (reference.dqn_target, double_ignores_dones,
-         r"double_dqn_target differs .* terminal transitions \(done = 1\)$"),
-        (lambda r, qt, d, gamma: [0.0] * len(r), reference.double_dqn_target, "dqn_target must return a torch tensor"),
-    ],
-)
-def test_td_check_rejects_wrong_implementations(plain: Callable, double: Callable, message: str, mode: str,
-                                                tmp_path: Path) -> None:
-    verdict = check_verdict(checks.check_td_targets, plain, double, mode=mode, folder=tmp_path)
-    assert verdict is not None and re.search(message, verdict)
-    # The message ends up in the student's feedback: no expected numbers in it.
-    for case in checks.td_cases():
-        expected = reference.double_dqn_target(case["rewards"], case["next_q_online"], case["next_q_target"],
-                                               case["dones"], case["gamma"])
-        assert not any(n in verdict for n in _numbers(expected, 3))
-
-
-def test_td_cases_have_both_kinds_of_transition_and_disagreeing_networks() -> None:
-    for case in checks.td_cases(5):
-        assert 0 < case["dones"].sum() < len(case["dones"])
-        disagree = case["next_q_online"].argmax(1) != case["next_q_target"].argmax(1)
-        assert disagree[case["dones"] == 0].float().mean() > 0.3
-    assert {c["gamma"] for c in checks.td_cases()} >= {0.99, 0.5}
-
-
-def target_lookup_table(r, qt, d, gamma):
-    """Hard-coded answers for the fixed cases only (what a student could copy from a run of the
-    reference): the fresh random cases of a graded run expose it."""
-    if any(r.shape == case["rewards"].shape and torch.equal(r, case["rewards"]) for case in checks.td_cases()):
-        return reference.dqn_target(r, qt, d, gamma)
-    return r.clone()
-
-
-def test_graded_cases_catch_answers_hard_coded_for_the_fixed_cases(tmp_path: Path) -> None:
-    verdict = check_verdict(checks.check_td_targets, target_lookup_table, reference.double_dqn_target,
-                            mode="graded", folder=tmp_path)
-    assert verdict is not None and "dqn_target differs" in verdict
-
-
-# --------------------------------------------------------------------------- Huber
-@pytest.mark.parametrize("mode", MODES)
-def test_huber_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
-    assert check_verdict(checks.check_huber, reference.huber_loss, mode=mode, folder=tmp_path) is None
+@pytest.mark.parametrize("right", [reference.td_loss, loss_written_out], ids=lambda f: f.__name__)
+def test_td_loss_check_accepts_correct_implementations(right: Callable, mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_td_loss, right, mode=mode, folder=tmp_path) is None
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (huber_linear_without_offset, "linear branch"),
-        (huber_quadratic_without_half, "quadratic branch"),
-        (huber_sum, "mean over the batch, not the sum"),
-        (huber_smooth_l1_beta, r"delta=0\.5"),
-        (huber_ignores_delta, r"delta=0\.5"),
-        (huber_detached, "not differentiable"),
-        (huber_zero, "loss value differs"),
-        (lambda p, t, delta: 0.5, r"scalar \(0-dim\) torch tensor"),
+        (loss_target_with_grad, "gradient flows into the target network"),
+        # The value is judged first: this one also evaluates with the online network.
+        (loss_online_evaluates_with_grad, "yours evaluates it with the online network"),
+        (loss_target_carries_online_grad, "gradient with respect to the online network differs"),
+        (loss_picks_with_target, "yours picks it with the target network"),
+        (loss_evaluates_with_online, "yours evaluates it with the online network"),
+        (loss_always_double, r"with double=False the target is the plain DQN one"),
+        (loss_q_of_all_actions, r"is a \(B, B\) table"),
+        (loss_gather_dim0, "picks the wrong entries"),
+        (loss_q_of_best_action, "not of the best action"),
+        (loss_time_outs_terminal, "time-outs are treated as terminal"),
+        (loss_ignores_dones, r"terminal transitions \(batch.dones = 1\) bootstrap"),
+        (loss_mse, "the squared error, not the Huber loss"),
+        (loss_half_mse, "the squared error, not the Huber loss"),
+        (loss_sum, "the mean of the Huber loss over the batch, not the sum"),
+        (loss_smooth_l1, "turn linear at the delta argument"),
+        (loss_q_detached, "not differentiable with respect to the online network"),
+        (loss_unreduced, r"scalar \(0-dim\) tensor"),
+        (loss_in_place, "modified batch.rewards in place"),
+        (loss_zero, "the loss value differs from the reference"),
+        (lambda *args: 0.5, "must return a torch tensor"),
     ],
 )
-def test_huber_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str, tmp_path: Path) -> None:
-    verdict = check_verdict(checks.check_huber, wrong, mode=mode, folder=tmp_path)
-    assert verdict is not None and re.search(message, verdict)
-    for case in checks.huber_cases():
-        expected = reference.huber_loss(case["predictions"], case["targets"], case["delta"])
-        assert _numbers(expected, 3)[0] not in verdict
+def test_td_loss_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
+                                                     tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_td_loss, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and re.search(message, verdict), verdict
+    # The message ends up in the student's feedback: no expected loss in it.
+    for case in checks.td_cases():
+        assert _numbers(_reference_loss(case).detach(), 3)[0] not in verdict
 
 
-def test_huber_cases_hit_both_branches() -> None:
-    for case in checks.huber_cases(3):
-        x = (case["predictions"] - case["targets"]).abs()
-        assert (x <= case["delta"]).sum() >= 3 and (x > case["delta"]).sum() >= 3
+def test_td_cases_tell_the_mistakes_apart() -> None:
+    """Every minibatch has every role and both Huber branches; the networks disagree on the best
+    next action; each named mistake changes the loss on some fixed case, and every mistake
+    differs from every other there (so the judge's name is the right one)."""
+    for case in checks.td_cases(5):
+        assert case["dones"].any() and case["time_outs"].any() and not (case["dones"] * case["time_outs"]).any()
+        assert ((case["dones"] + case["time_outs"]) == 0).any()
+        online, target = checks.q_network(case["online"]), checks.q_network(case["target"])
+        with torch.no_grad():
+            assert (online(case["next_obs"]).argmax(1) != target(case["next_obs"]).argmax(1)).float().mean() > 0.3
+    fixed = checks.td_cases()
+    assert {c["double"] for c in fixed} == {True, False} and len({c["delta"] for c in fixed}) >= 3
+    for name, change, _ in checks.TD_MISTAKES:
+        told = []
+        for case in fixed:
+            online, target = checks.q_network(case["online"]), checks.q_network(case["target"])
+            want = checks._td_loss_variant(case, online, target).item()
+            told.append(abs(checks._td_loss_variant(case, online, target, **change).item() - want) > 1e-3 * abs(want))
+        assert any(told), name
+    case = fixed[0]
+    online, target = checks.q_network(case["online"]), checks.q_network(case["target"])
+    values = [round(checks._td_loss_variant(case, online, target, **ch).item(), 4) for name, ch, _ in checks.TD_MISTAKES
+              if name not in ("ignores_double_flag", "huber_ignores_delta")]  # the reference on this case
+    assert len(set(values)) == len(values)
+    fresh = checks.td_cases(5)[len(fixed):]
+    assert len(fresh) == 2 and {c["double"] for c in fresh} == {True, False}
+    assert not torch.equal(fresh[0]["rewards"][:3], checks.td_cases(6)[len(fixed)]["rewards"][:3])
+
+
+def test_td_loss_check_gives_the_target_network_parameters_that_require_grad() -> None:
+    """In DQN the target network never requires grad, so the check must give it some for a
+    target built with gradient to show; the judge refuses a loss with target gradients."""
+    case = checks.td_cases()[0]
+    outputs = checks.call_td_loss(case, loss_target_with_grad)
+    assert outputs["target_grad_norm"] > 0
+    assert checks.call_td_loss(case, reference.td_loss)["target_grad_norm"] == 0.0
+
+
+def loss_lookup_table(batch, q_network, target_network, gamma, delta, double):
+    """Right on the fixed cases only (what a student could hard-code from a run of the
+    reference): the fresh random cases of a graded run expose it."""
+    if any(batch.rewards.shape == case["rewards"].shape and torch.equal(batch.rewards, case["rewards"])
+           for case in checks.td_cases()):
+        return reference.td_loss(batch, q_network, target_network, gamma, delta, double)
+    return loss_mse(batch, q_network, target_network, gamma, delta, double)
+
+
+def test_graded_cases_catch_answers_hard_coded_for_the_fixed_cases(tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_td_loss, loss_lookup_table, mode="graded", folder=tmp_path)
+    assert verdict is not None and "not the Huber loss" in verdict
 
 
 # --------------------------------------------------------------------------- training check and pins
@@ -309,8 +391,7 @@ def _graded_cell(**overrides: Any) -> dict[str, Any]:
 
     hyperparameters = {"hidden": (64, 64), "batch_size": 128, "learning_rate": 1e-3, **overrides}
     env = rlcourse.envs.make("CartPole-v1", num_envs=4, seed=0)
-    agent = rlcourse.DQN(env, seed=0, epsilon_fn=eps_multinomial, target_fn=reference.double_dqn_target,
-                         loss_fn=reference.huber_loss, **hyperparameters)
+    agent = rlcourse.DQN(env, seed=0, epsilon_fn=eps_multinomial, td_loss_fn=loss_written_out, **hyperparameters)
     eval_env = rlcourse.envs.make("CartPole-v1", num_envs=8, seed=10_000)
     return {"agent": agent, "result": rlcourse.evaluate(agent, eval_env, episodes=20)}
 
@@ -321,7 +402,7 @@ def test_training_check_re_evaluates_the_recorded_agent(pinned: dict[str, Any], 
     ns = _graded_cell()
     verdict = check_verdict(checks.check_training, ns, mode=mode, folder=tmp_path / "a")
     assert verdict is not None and "below the pinned pass mark" in verdict
-    assert "the three functions above" in verdict
+    assert "the two functions above" in verdict
     assert not shows_number(verdict, pinned["threshold"])
     # What the notebook printed does not count: a forged result dict (more return, fewer
     # episodes) changes nothing, the grader evaluates the agent itself.

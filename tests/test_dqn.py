@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from rlcourse.algos import DQN
-from rlcourse.algos.dqn import double_dqn_target, dqn_target, epsilon_greedy, huber_loss, linear_schedule
+from rlcourse.algos.dqn import double_dqn_target, dqn_target, epsilon_greedy, huber_loss, linear_schedule, td_loss
 from rlcourse.export import load_policy
 
 TINY_DQN = {
@@ -121,33 +121,64 @@ def test_same_seed_same_losses(make_env, iterate, double_dqn: bool) -> None:
     assert runs[0] != runs[2]
 
 
-def test_target_fn_hook_is_used(make_env, iterate) -> None:
+@pytest.mark.parametrize("double_dqn", [True, False])
+def test_td_loss_fn_hook_gets_the_batch_the_networks_and_the_config(make_env, iterate, double_dqn: bool) -> None:
     calls = []
 
-    def my_target(rewards, next_q_online, next_q_target, dones, gamma):
-        calls.append(rewards.shape)
-        return double_dqn_target(rewards, next_q_online, next_q_target, dones, gamma)
+    def my_td_loss(batch, q_network, target_network, gamma, delta, double):
+        calls.append((batch.obs.shape, batch.time_outs.shape, gamma, delta, double))
+        assert q_network is agent.q_network and target_network is agent.q_target
+        return td_loss(batch, q_network, target_network, gamma, delta, double)
 
     env = make_env("CartPole-v1", num_envs=2, seed=0)
-    agent = DQN(env, seed=0, preset=None, target_fn=my_target, **TINY_DQN)
+    agent = DQN(env, seed=0, preset=None, td_loss_fn=my_td_loss, double_dqn=double_dqn, **TINY_DQN)
     iterate(agent, env, 8)
-    assert calls == [torch.Size([8])] * 2  # one update (at 16 env steps), two gradient steps
+    # one update (at 16 env steps), two gradient steps
+    assert calls == [(torch.Size([8, 4]), torch.Size([8]), agent.cfg.gamma, agent.cfg.huber_delta, double_dqn)] * 2
 
 
-def test_epsilon_and_loss_hooks_are_used(make_env) -> None:
+def test_rejects_a_td_loss_fn_without_gradient(make_env, iterate) -> None:
+    env = make_env("CartPole-v1", num_envs=2, seed=0)
+    agent = DQN(env, seed=0, preset=None, td_loss_fn=lambda *args: td_loss(*args).detach(), **TINY_DQN)
+    with pytest.raises(ValueError, match="td_loss_fn must return a 0-dim tensor"):
+        iterate(agent, env, 8)
+
+
+def test_td_loss_is_huber_of_the_taken_actions_against_the_no_grad_target() -> None:
+    """The reference written out by hand: Q(s, a) of the taken actions, the double-DQN target
+    with terminations masked (time-outs bootstrap), no gradient into either target part."""
+    from rlcourse.storage.replay import ReplayBatch
+
+    torch.manual_seed(0)
+    online, target = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+    batch = ReplayBatch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2]), torch.rand(6), torch.randn(6, 4),
+                        torch.tensor([1.0, 0, 0, 0, 1, 0]), torch.tensor([0.0, 1, 0, 0, 0, 1]))
+    for double in (True, False):
+        loss = td_loss(batch, online, target, 0.9, 1.0, double)
+        q = online(batch.obs)[torch.arange(6), batch.actions]
+        picker = online if double else target
+        best = picker(batch.next_obs).argmax(1)
+        y = batch.rewards + 0.9 * (1 - batch.dones) * target(batch.next_obs)[torch.arange(6), best]
+        assert torch.allclose(loss, torch.nn.functional.huber_loss(q, y.detach()))
+        online.zero_grad(), target.zero_grad()
+        loss.backward()
+        assert online.weight.grad.abs().sum() > 0 and target.weight.grad is None
+
+
+def test_epsilon_hook_is_used(make_env) -> None:
     calls: dict[str, int] = {"eps": 0, "loss": 0}
 
     def my_eps(q, eps, g):
         calls["eps"] += 1
         return epsilon_greedy(q, eps, g)
 
-    def my_loss(p, t, delta):
+    def my_loss(batch, q_network, target_network, gamma, delta, double):
         calls["loss"] += 1
         assert delta == 1.0
-        return huber_loss(p, t, delta)
+        return td_loss(batch, q_network, target_network, gamma, delta, double)
 
     env = make_env("CartPole-v1", num_envs=2, seed=0)
-    agent = DQN(env, seed=0, preset=None, epsilon_fn=my_eps, loss_fn=my_loss, **TINY_DQN, num_steps_per_env=1)
+    agent = DQN(env, seed=0, preset=None, epsilon_fn=my_eps, td_loss_fn=my_loss, **TINY_DQN, num_steps_per_env=1)
     agent.learn(40, eval_episodes=0, progress=False)
     # 20 batched steps of 2 envs: the first 8 act uniformly at random (global_step < 16), the
     # other 12 through epsilon_fn; updates start once 16 steps are stored: 13 updates x 2 gradient steps.
@@ -157,7 +188,7 @@ def test_epsilon_and_loss_hooks_are_used(make_env) -> None:
 def test_default_hooks_are_the_reference_functions(make_env) -> None:
     """Passing the reference functions explicitly trains exactly like the defaults."""
     params = []
-    for hooks in ({}, {"epsilon_fn": epsilon_greedy, "target_fn": double_dqn_target, "loss_fn": huber_loss}):
+    for hooks in ({}, {"epsilon_fn": epsilon_greedy, "td_loss_fn": td_loss}):
         env = make_env("CartPole-v1", num_envs=2, seed=0)
         agent = DQN(env, seed=0, preset=None, **hooks, **TINY_DQN, num_steps_per_env=1)
         agent.learn(60, eval_episodes=0, progress=False)
@@ -174,7 +205,7 @@ def test_rejects_an_epsilon_fn_with_the_wrong_shape(make_env) -> None:
 
 
 def test_reference_huber_is_smooth_l1_at_delta_one() -> None:
-    """The default DQN loss did not change when the loss hook was added."""
+    """The default DQN loss did not change when the td_loss hook was added."""
     g = torch.Generator().manual_seed(0)
     p, t = torch.randn(100, generator=g) * 3, torch.randn(100, generator=g)
     assert torch.equal(huber_loss(p, t, 1.0), torch.nn.functional.smooth_l1_loss(p, t))

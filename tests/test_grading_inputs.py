@@ -33,12 +33,12 @@ EMPTY = REPO / "autograder" / "examples" / "example_empty" / LAB / NOTEBOOK
 
 
 def _mangled(nb: nbformat.NotebookNode, extra: str = "") -> bytes:
-    """``nb`` with the test cells ``test_huber`` and ``test_training`` deleted (the latter follows a
+    """``nb`` with the test cells ``test_td_loss`` and ``test_training`` deleted (the latter follows a
     locked cell, which nbgrader's own add_missing_cells cannot handle) and the test cell
-    ``test_td_targets`` pasted again at the end (same grade id, same cell id: written as JSON,
+    ``test_epsilon_greedy`` pasted again at the end (same grade id, same cell id: written as JSON,
     nbformat would renumber it), then a markdown cell ``extra``."""
-    nb = with_cell(with_cell(nb, "test_huber", None), "test_training", None)
-    twice = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_td_targets")
+    nb = with_cell(with_cell(nb, "test_td_loss", None), "test_training", None)
+    twice = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_epsilon_greedy")
     nb.cells.append(json.loads(json.dumps(twice)))
     if extra:
         nb.cells.append(nbformat.v4.new_markdown_cell(extra))
@@ -107,8 +107,8 @@ def test_collect_gives_every_bad_input_a_status_and_a_reason(tmp_path: Path, mon
     for student, (want_status, reason) in expect.items():
         assert status[student][0] == want_status and reason in status[student][1], (student, status[student])
     assert notes["extra"] == f"ignored lab1_dqn-Copy1.ipynb (only {NOTEBOOK} is graded)"
-    assert "test_huber, test_training missing (put back" in notes["mangled"]
-    assert "test_td_targets duplicated" in notes["mangled"]
+    assert "test_td_loss, test_training missing (put back" in notes["mangled"]
+    assert "test_epsilon_greedy duplicated" in notes["mangled"]
     assert "stored output, removed before grading" in notes["huge"]
     assert "good" not in notes
 
@@ -123,9 +123,9 @@ def test_collect_gives_every_bad_input_a_status_and_a_reason(tmp_path: Path, mon
     # only the last copy of the pasted cell is an nbgrader cell.
     repaired = json.loads((submitted / "mangled" / LAB / NOTEBOOK).read_text())
     ids = [c["metadata"].get("nbgrader", {}).get("grade_id") for c in repaired["cells"]]
-    assert ids.count("test_td_targets") == 1 and ids[-1] == "test_td_targets"
+    assert ids.count("test_epsilon_greedy") == 1 and ids[-1] == "test_epsilon_greedy"
     assert ids.index("test_training") == ids.index("parameters") + 1
-    assert ids.index("test_huber") == ids.index("huber_loss") + 1
+    assert ids.index("test_td_loss") == ids.index("td_loss") + 1
     stripped = nbformat.read(submitted / "huge" / LAB / NOTEBOOK, as_version=4)
     assert len(stripped.cells) == len(huge.cells) and all(not c.get("outputs") for c in stripped.cells)
 
@@ -289,9 +289,9 @@ def test_bad_inputs_end_with_a_status_and_a_rerun_grades_only_what_changed(tmp_p
     assert "not valid JSON" in rows["bad_json"]["detail"] and "not UTF-8" in rows["latin1"]["detail"]
     assert "rename it" in rows["wrong_name"]["detail"] and "symbolic link" in rows["linked"]["detail"]
     # The deleted test cells are put back and graded, and the last copy of the pasted one is graded.
-    assert [rows["mangled"][c] for c in ("test_huber", "test_training", "test_td_targets")] == ["0", "0", "0"]
-    assert "test_huber, test_training missing" in rows["mangled"]["flags"]
-    assert "test_td_targets duplicated" in rows["mangled"]["flags"]
+    assert [rows["mangled"][c] for c in ("test_td_loss", "test_training", "test_epsilon_greedy")] == ["0", "0", "0"]
+    assert "test_td_loss, test_training missing" in rows["mangled"]["flags"]
+    assert "test_epsilon_greedy duplicated" in rows["mangled"]["flags"]
     assert first["after"] == first["before"]
     assert sorted(p.name for p in done.iterdir()) == ["example_empty.json", "mangled.json"]
 

@@ -30,6 +30,8 @@ def test_time_out_bootstraps_and_termination_does_not() -> None:
     torch.testing.assert_close(buf.next_obs[:3], final_obs)
     # done = terminated only: the time-out (env 2) keeps done = 0 so its target bootstraps.
     torch.testing.assert_close(buf.dones[:3], torch.tensor([0.0, 1.0, 0.0]))
+    # The time-out is recorded on its own (lab 1's td_loss must not mask by it).
+    torch.testing.assert_close(buf.time_outs[:3], torch.tensor([0.0, 0.0, 1.0]))
     torch.testing.assert_close(buf.rewards[:3], torch.tensor([1.0, 2.0, 3.0]))
     torch.testing.assert_close(buf.obs[:3], obs)
 

@@ -1,7 +1,8 @@
 """Deep Q-Network (Mnih et al. 2015, Nature 518) with the Double-DQN target (van Hasselt et al. 2016).
 
 Reads top to bottom:
-  1. the formulas lab 1 replaces: the TD targets, the Huber loss, epsilon-greedy (and its schedule);
+  1. the maths: the TD targets, the Huber loss, the TD loss of a minibatch that puts them
+     together (lab 1 replaces it), epsilon-greedy (lab 1 too) and its schedule;
   2. the hyperparameters (every field has a one-line description);
   3. the algorithm: ``act -> process_env_step -> update`` on a replay buffer.
 
@@ -24,7 +25,7 @@ from rlcourse.algos.common import polyak_update
 from rlcourse.models.mlp import mlp
 from rlcourse.models.normalizer import EmpiricalNormalization
 from rlcourse.models.policy import InferencePolicy
-from rlcourse.storage.replay import ReplayBuffer
+from rlcourse.storage.replay import ReplayBatch, ReplayBuffer
 
 
 # --------------------------------------------------------------------------- the maths
@@ -83,6 +84,58 @@ def huber_loss(predictions: torch.Tensor, targets: torch.Tensor, delta: float = 
         A 0-dim tensor, the mean over the batch.
     """
     return F.huber_loss(predictions, targets, reduction="mean", delta=delta)
+
+
+def td_loss(
+    batch: ReplayBatch,
+    q_network: nn.Module,
+    target_network: nn.Module,
+    gamma: float,
+    delta: float = 1.0,
+    double: bool = True,
+) -> torch.Tensor:
+    """The (double-)DQN loss of one minibatch: Huber loss of ``Q(s, a)`` against the TD target.
+
+    * ``Q(s, a)``: the online network's value of the action taken in each transition (one
+      entry per row of ``q_network(batch.obs)``, picked by ``batch.actions``); the gradient
+      flows through it.
+    * The target is computed without gradient: it is a regression label, not something to
+      move (a gradient into it would chase the label too, and train the target network).
+      With ``double`` the online network picks the next action and the target network
+      evaluates it (:func:`double_dqn_target`), else the target network does both
+      (:func:`dqn_target`).
+    * Only ``batch.dones`` (the episode *terminated*) stops the bootstrap; ``batch.time_outs``
+      rows were cut by the time limit and bootstrap from ``next_obs`` like any other row.
+
+    Args:
+        batch: ``(B,)`` transitions (:class:`~rlcourse.storage.replay.ReplayBatch`), observations
+            already normalized.
+        q_network: the online network, ``(M, num_obs) -> (M, num_actions)``.
+        target_network: the target network, same shapes.
+        gamma: discount factor.
+        delta: where the Huber loss turns from quadratic to linear.
+        double: the double-DQN target (else the plain DQN one).
+
+    Returns:
+        A 0-dim tensor, the mean Huber loss over the batch, differentiable w.r.t. ``q_network``.
+    """
+    return _td_loss_and_q(batch, q_network, target_network, gamma, delta, double)[0]
+
+
+def _td_loss_and_q(
+    batch: ReplayBatch, q_network: nn.Module, target_network: nn.Module, gamma: float, delta: float, double: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`td_loss` and the ``(B,)`` ``Q(s, a)`` it regressed (DQN logs their mean)."""
+    with torch.no_grad():
+        next_q_target = target_network(batch.next_obs)
+        if double:
+            target = double_dqn_target(batch.rewards, q_network(batch.next_obs), next_q_target, batch.dones, gamma)
+        else:
+            target = dqn_target(batch.rewards, next_q_target, batch.dones, gamma)
+    q = q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
+    # Huber loss: quadratic for small TD errors, linear for large ones, so a single
+    # surprising transition cannot produce a huge gradient (Mnih et al. 2015).
+    return huber_loss(q, target, delta), q
 
 
 def epsilon_greedy(q_values: torch.Tensor, epsilon: float, generator: torch.Generator) -> torch.Tensor:
@@ -172,9 +225,8 @@ class DQN(Algorithm):
         agent.save("dqn_cartpole.pt")
 
     Lab hooks (lab 1), each a student's function with the signature of the one it replaces:
-    ``target_fn`` replaces :func:`double_dqn_target` (or :func:`dqn_target` when
-    ``double_dqn=False``; ``None`` picks the library's by the config), ``epsilon_fn``
-    replaces :func:`epsilon_greedy` and ``loss_fn`` replaces :func:`huber_loss`.
+    ``epsilon_fn`` replaces :func:`epsilon_greedy` and ``td_loss_fn`` replaces :func:`td_loss`
+    (called with ``double=cfg.double_dqn`` and ``delta=cfg.huber_delta``).
     """
 
     name = "dqn"
@@ -186,14 +238,12 @@ class DQN(Algorithm):
         seed: int = 0,
         device: str | torch.device | None = None,
         preset: str | None = "auto",
-        target_fn: Callable[..., torch.Tensor] | None = None,
         epsilon_fn: Callable[..., torch.Tensor] = epsilon_greedy,
-        loss_fn: Callable[..., torch.Tensor] = huber_loss,
+        td_loss_fn: Callable[..., torch.Tensor] = td_loss,
         **hyperparameters: Any,
     ) -> None:
-        self.target_fn = target_fn
         self.epsilon_fn = epsilon_fn
-        self.loss_fn = loss_fn
+        self.td_loss_fn = td_loss_fn
         super().__init__(env, seed=seed, device=device, preset=preset, **hyperparameters)
 
     def _build(self) -> None:
@@ -276,22 +326,22 @@ class DQN(Algorithm):
             self.learning_rate = cfg.learning_rate * max(1.0 - self.global_step / self.total_steps, 0.0)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate
-        target_fn = self.target_fn or (double_dqn_target if cfg.double_dqn else dqn_target)
-        td_loss = torch.zeros((), device=self.device)
+        td_loss_sum = torch.zeros((), device=self.device)
         q_mean = torch.zeros((), device=self.device)
         for _ in range(cfg.gradient_steps):
             batch = self.buffer.sample(cfg.batch_size, self.generator)
-            obs, next_obs = self.obs_normalizer(batch.obs), self.obs_normalizer(batch.next_obs)
-            with torch.no_grad():
-                next_q_target = self.q_target(next_obs)
-                if cfg.double_dqn:
-                    target = target_fn(batch.rewards, self.q_network(next_obs), next_q_target, batch.dones, cfg.gamma)
-                else:
-                    target = target_fn(batch.rewards, next_q_target, batch.dones, cfg.gamma)
-            q = self.q_network(obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
-            # Huber loss: quadratic for small TD errors, linear for large ones, so a single
-            # surprising transition cannot produce a huge gradient (Mnih et al. 2015).
-            loss = self.loss_fn(q, target, cfg.huber_delta)
+            batch = dataclasses.replace(batch, obs=self.obs_normalizer(batch.obs),
+                                        next_obs=self.obs_normalizer(batch.next_obs))
+            args = (batch, self.q_network, self.q_target, cfg.gamma, cfg.huber_delta, cfg.double_dqn)
+            if self.td_loss_fn is td_loss:
+                loss, q = _td_loss_and_q(*args)   # the reference also hands back Q(s, a) for the log
+            else:
+                loss = self.td_loss_fn(*args)
+                if not (isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad):
+                    raise ValueError("td_loss_fn must return a 0-dim tensor that is differentiable with respect "
+                                     "to the online network's parameters")
+                with torch.no_grad():  # Q(s, a) for the log: one more forward pass
+                    q = self.q_network(batch.obs).gather(1, batch.actions.unsqueeze(1)).squeeze(1)
 
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -304,11 +354,11 @@ class DQN(Algorithm):
             # CleanRL), so it does not change meaning when num_envs or gradient_steps change.
             if self.num_updates % cfg.target_update_interval == 0:
                 polyak_update(self.q_target, self.q_network, cfg.tau)
-            td_loss += loss.detach()
+            td_loss_sum += loss.detach()
             q_mean += q.detach().mean()
         n = cfg.gradient_steps
         return {
-            "losses/td_loss": float(td_loss) / n,
+            "losses/td_loss": float(td_loss_sum) / n,
             "losses/q_values": float(q_mean) / n,
             "charts/epsilon": self.epsilon,
             "charts/learning_rate": self.learning_rate,

@@ -1,4 +1,4 @@
-"""Hidden checks of lab 1 (DQN): the student's epsilon-greedy, TD targets and Huber loss, and the trained agent.
+"""Hidden checks of lab 1 (DQN): the student's epsilon-greedy and TD loss, and the trained agent.
 
 The hidden test cells of ``solutions/lab1_dqn/lab1_dqn.ipynb`` call the entry points at the end
 of this module. Each check is in two halves (:mod:`rlcourse.grading.hidden`): ``call`` runs the
@@ -7,7 +7,12 @@ computes the reference from :mod:`rlcourse.algos.dqn` on the same case and compa
 grader's process). The cases are fixed ones plus fresh random ones drawn from a seed the
 grader picks for each submission.
 
-The TD targets and the Huber loss are pure functions, compared with the reference. Epsilon-greedy
+The TD loss of a minibatch is run with two small Q-networks the grader builds from the case's
+weights (a target network whose parameters require grad, so a target built with gradient
+shows); its value and its gradient with respect to the online network are compared with the
+reference, and a wrong value that equals one of the classic mistakes (``TD_MISTAKES``: the Q of
+all or of the best actions, the wrong network picking or evaluating in double DQN, time-outs as
+terminal, MSE instead of Huber, the sum instead of the mean, ...) is named. Epsilon-greedy
 is random, so it is judged by its properties: exactly greedy at ``epsilon = 0``, reproducible
 from its generator and independent of the global random state, and action frequencies on
 20,000 rows within about six standard deviations of the exact probabilities (a correct
@@ -16,9 +21,12 @@ function fails with a probability below 1e-8).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from rlcourse.algos import dqn as reference
 from rlcourse.grading.common import (
@@ -30,14 +38,16 @@ from rlcourse.grading.common import (
     record_policy,
 )
 from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
+from rlcourse.storage.replay import ReplayBatch
 
 LAB = "lab1_dqn"
 PIN_SEEDS = (0, 1, 2, 3, 4, 5)
 # The grader's re-evaluation of the trained policy: as many episodes as the graded cell.
 EVALUATION = {"algo": "dqn", "env_id": "CartPole-v1", "num_envs": 8, "episodes": 20}
 # Reference implementations a submission may not use while it is graded (rlcourse.grading.view).
-# The graded training cell passes the student's three functions to DQN, so it needs none of them.
-WITHHELD = {"rlcourse.algos.dqn": ("epsilon_greedy", "dqn_target", "double_dqn_target", "huber_loss")}
+# The graded training cell passes the student's two functions to DQN, so it needs none of them;
+# td_loss's parts are withheld too (the lab asks for the whole loss).
+WITHHELD = {"rlcourse.algos.dqn": ("epsilon_greedy", "td_loss", "dqn_target", "double_dqn_target", "huber_loss")}
 # A reference that does not reach this on every seed has not learned; nothing is pinned.
 MIN_REFERENCE_RETURN = 100.0
 # Epsilon-greedy statistics: rows per call and the allowed deviation of a frequency.
@@ -78,51 +88,63 @@ def epsilon_cases(seed: int | None = None) -> list[dict[str, Any]]:
     return cases
 
 
+# The roles of the transitions in a TD-loss minibatch: the episode goes on, it terminated (the
+# pole fell: done = 1), or it was cut by the time limit (time_out = 1, done = 0: it bootstraps).
+GOES_ON, TERMINATED, TIME_OUT = 0, 1, 2
+TD_HIDDEN = 16  # hidden units of the checks' small Q-networks
+
+
+def q_network(weights: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A small Q-network ``Linear -> tanh -> Linear`` with the given weights (``state_dict`` keys
+    ``0.weight, 0.bias, 2.weight, 2.bias``); the checks build the online and the target network
+    from a case with it, in the sandbox and in the grader alike."""
+    hidden, num_obs = weights["0.weight"].shape
+    net = nn.Sequential(nn.Linear(num_obs, hidden), nn.Tanh(), nn.Linear(hidden, weights["2.weight"].shape[0]))
+    net.load_state_dict({k: v.clone() for k, v in weights.items()})
+    return net
+
+
+def _q_weights(num_obs: int, num_actions: int, g: torch.Generator, offset: float) -> dict[str, torch.Tensor]:
+    # Output weights large enough that Q-values spread over several units: TD errors land on
+    # both sides of delta, and the networks disagree on the best next action.
+    return {"0.weight": torch.randn(TD_HIDDEN, num_obs, generator=g), "0.bias": torch.randn(TD_HIDDEN, generator=g),
+            "2.weight": torch.randn(num_actions, TD_HIDDEN, generator=g) * 0.6,
+            "2.bias": torch.randn(num_actions, generator=g) + offset}
+
+
+def _td_case(batch_size: int, num_obs: int, num_actions: int, gamma: float, delta: float, double: bool,
+             g: torch.Generator) -> dict[str, Any]:
+    """One minibatch with every role (the first three rows: goes on, terminated, time-out) and
+    an online and a target network with their own weights."""
+    roles = torch.randint(0, 3, (batch_size,), generator=g)
+    roles[:3] = torch.tensor([GOES_ON, TERMINATED, TIME_OUT])
+    return {"obs": torch.randn(batch_size, num_obs, generator=g),
+            "actions": torch.randint(0, num_actions, (batch_size,), generator=g),
+            "rewards": torch.rand(batch_size, generator=g) * 2.0 - 0.5,
+            "next_obs": torch.randn(batch_size, num_obs, generator=g),
+            "dones": (roles == TERMINATED).float(), "time_outs": (roles == TIME_OUT).float(),
+            "online": _q_weights(num_obs, num_actions, g, 0.0), "target": _q_weights(num_obs, num_actions, g, 1.0),
+            "gamma": gamma, "delta": delta, "double": double}
+
+
 def td_cases(seed: int | None = None) -> list[dict[str, Any]]:
-    """Minibatches the hidden TD-target test uses: 64 transitions, 3 actions, about a quarter terminal.
-
-    Time-outs are stored with ``done = 0`` (the buffer records ``terminated``), so they are
-    ordinary bootstrapped rows here. The online and target Q-values disagree on the best
-    next action in most rows, so a double-DQN target that picks with the wrong network differs.
-    With ``seed``, one random minibatch of random size, action count and gamma follows.
-    """
+    """Minibatches for the TD-loss check. Fixed: 48 transitions of 4-dim observations, 3
+    actions, about a third each going on, terminated and timed out, for (gamma, delta, double) =
+    (0.99, 1, double), (0.9, 2, double), (0.5, 0.5, double) and (0.99, 1, plain DQN). With
+    ``seed``, two random minibatches of random size, action count, gamma, delta and target kind
+    follow (one of each kind)."""
     g = torch.Generator().manual_seed(1101)
-    B, A = 64, 3
-    rewards = torch.randn(B, generator=g)
-    next_q_online = torch.randn(B, A, generator=g) * 2.0
-    next_q_target = torch.randn(B, A, generator=g) * 2.0 + 1.0
-    dones = (torch.rand(B, generator=g) < 0.25).float()
-    dones[0], dones[1] = 1.0, 0.0  # both kinds of row, whatever the draw
-    cases = [{"rewards": rewards, "next_q_online": next_q_online, "next_q_target": next_q_target,
-              "dones": dones, "gamma": gamma} for gamma in (0.99, 0.9, 0.5)]
+    cases = [_td_case(48, 4, 3, gamma, delta, double, g)
+             for gamma, delta, double in ((0.99, 1.0, True), (0.9, 2.0, True), (0.5, 0.5, True), (0.99, 1.0, False))]
     if seed is not None:
         g = torch.Generator().manual_seed(seed)
-        B, A = int(torch.randint(16, 257, (1,), generator=g)), int(torch.randint(2, 7, (1,), generator=g))
-        dones = (torch.rand(B, generator=g) < 0.25).float()
-        dones[0], dones[1] = 1.0, 0.0
-        cases.append({"rewards": torch.randn(B, generator=g), "next_q_online": torch.randn(B, A, generator=g) * 2.0,
-                      "next_q_target": torch.randn(B, A, generator=g) * 2.0, "dones": dones,
-                      "gamma": round(0.5 + 0.499 * float(torch.rand(1, generator=g)), 4)})
-    return cases
-
-
-def huber_cases(seed: int | None = None) -> list[dict[str, Any]]:
-    """TD errors inside and outside ``[-delta, delta]`` for several ``delta``; with ``seed``,
-    one random batch with a random ``delta`` follows."""
-    g = torch.Generator().manual_seed(1102)
-    n = 48
-    targets = torch.randn(n, generator=g) * 2.0
-    # errors spread over [-4, 4]: both branches are hit for every delta below
-    errors = (torch.rand(n, generator=g) - 0.5) * 8.0
-    cases = [{"predictions": targets + errors, "targets": targets, "delta": delta} for delta in (1.0, 0.5, 2.0)]
-    if seed is not None:
-        g = torch.Generator().manual_seed(seed)
-        n = int(torch.randint(16, 257, (1,), generator=g))
-        delta = round(0.3 + 2.0 * float(torch.rand(1, generator=g)), 4)
-        targets = torch.randn(n, generator=g) * 2.0
-        # errors over [-3 delta, 3 delta]: both branches are hit
-        errors = (torch.rand(n, generator=g) - 0.5) * 6.0 * delta
-        cases.append({"predictions": targets + errors, "targets": targets, "delta": delta})
+        first_double = bool(torch.rand(1, generator=g) < 0.5)
+        for double in (first_double, not first_double):
+            batch_size = int(torch.randint(16, 129, (1,), generator=g))
+            num_obs, num_actions = int(torch.randint(2, 9, (1,), generator=g)), int(torch.randint(2, 7, (1,), generator=g))
+            gamma = round(0.8 + 0.199 * float(torch.rand(1, generator=g)), 4)
+            delta = round(0.5 + 1.5 * float(torch.rand(1, generator=g)), 4)
+            cases.append(_td_case(batch_size, num_obs, num_actions, gamma, delta, double, g))
     return cases
 
 
@@ -224,132 +246,170 @@ def judge_epsilon(case: dict[str, Any], outputs: dict[str, Any]) -> None:
             _judge_frequencies(out, greedy, spec["epsilon"], num_actions)
 
 
-# --------------------------------------------------------------------------- TD targets
-TD_INPUTS = ("rewards", "next_q_online", "next_q_target", "dones")
+# --------------------------------------------------------------------------- TD loss
+BATCH_FIELDS = ("obs", "actions", "rewards", "next_obs", "dones", "time_outs")
 
 
-def call_td(case: dict[str, Any], dqn_target_fn: Callable[..., Any],
-            double_dqn_target_fn: Callable[..., Any]) -> dict[str, Any]:
-    """Runs in the sandbox: both of the student's target functions on a copy of the case."""
-    inputs = {k: case[k].clone() for k in TD_INPUTS}
-    gamma = case["gamma"]
-    plain_target = dqn_target_fn(inputs["rewards"], inputs["next_q_target"], inputs["dones"], gamma)
-    double = double_dqn_target_fn(inputs["rewards"], inputs["next_q_online"], inputs["next_q_target"],
-                                  inputs["dones"], gamma)
-    return {"dqn_target": _tensor_or_type(plain_target), "double_dqn_target": _tensor_or_type(double),
-            "modified": [k for k in TD_INPUTS if not torch.equal(inputs[k], case[k])]}
+def call_td_loss(case: dict[str, Any], td_loss_fn: Callable[..., Any]) -> dict[str, Any]:
+    """Runs in the sandbox: the student's loss on a copy of the minibatch, with the case's two
+    networks (the target network's parameters require grad here, so a target built with
+    gradient shows), and the loss's gradients with respect to both networks' parameters."""
+    batch = ReplayBatch(**{k: case[k].clone() for k in BATCH_FIELDS})
+    online, target = q_network(case["online"]), q_network(case["target"])
+    loss = td_loss_fn(batch, online, target, case["gamma"], case["delta"], case["double"])
+    out: dict[str, Any] = {"loss": _tensor_or_type(loss),
+                           "modified": [k for k in BATCH_FIELDS if not torch.equal(getattr(batch, k), case[k])]}
+    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
+        params = list(online.parameters()) + list(target.parameters())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        n = len(list(online.parameters()))
+        out["online_grads"] = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params[:n], grads[:n])]
+        out["target_grad_norm"] = float(sum(0.0 if gr is None else float(gr.abs().sum()) for gr in grads[n:]))
+    return out
 
 
-def judge_td(case: dict[str, Any], outputs: dict[str, Any]) -> None:
-    """Runs in the grader: :func:`rlcourse.algos.dqn.dqn_target` and ``double_dqn_target`` on the
-    same case, compared; the message names the kind of transition that is wrong."""
+# The mistakes the judge recognizes, each a change to the reference (see _td_loss_variant), and
+# what the student reads. Checked in this order; one is named only where it differs from the
+# reference on the case.
+TD_MISTAKES: tuple[tuple[str, dict[str, str], str], ...] = (
+    ("q_of_best_action", {"q": "max"},
+     "Q(s, a) must be the online network's value of the action taken in each transition "
+     "(batch.actions), not of the best action: gather along the action dimension (dim 1)"),
+    ("gather_wrong_dim", {"q": "gather0"},
+     "Q(s, a) picks the wrong entries of q_network(batch.obs): gather along the action dimension "
+     "(dim 1) with index batch.actions[:, None], then squeeze"),
+    ("q_all_pairs", {"q": "index_columns"},
+     "Q(s, a) is a (B, B) table: q[:, batch.actions] takes every row's value of every sampled action; "
+     "pick one entry per row (gather along dim 1, or q[torch.arange(B), batch.actions])"),
+    ("select_with_target", {"select": "target"},
+     "in double DQN the online network picks the next action (argmax over q_network(next_obs)); "
+     "yours picks it with the target network (that is the plain DQN target)"),
+    ("evaluate_with_online", {"evaluate": "online"},
+     "in double DQN the target network evaluates the next action the online network picked; "
+     "yours evaluates it with the online network"),
+    ("ignores_double_flag", {"select": "online"},
+     "with double=False the target is the plain DQN one: the target network both picks and "
+     "evaluates the next action (max over target_network(next_obs))"),
+    ("time_outs_terminal", {"mask": "dones_or_time_outs"},
+     "time-outs are treated as terminal: only batch.dones (the episode terminated) stops the bootstrap; "
+     "a time-out row (batch.time_outs = 1) bootstraps from next_obs like any other"),
+    ("ignores_dones", {"mask": "none"},
+     "terminal transitions (batch.dones = 1) bootstrap: their target is the reward alone, multiply "
+     "the bootstrap by (1 - dones)"),
+    ("mse", {"loss": "half_mse"},
+     "the loss is the squared error, not the Huber loss: quadratic only for |TD error| <= delta, linear beyond"),
+    ("mse_no_half", {"loss": "mse"},
+     "the loss is the squared error, not the Huber loss: quadratic only for |TD error| <= delta, linear beyond"),
+    ("huber_ignores_delta", {"loss": "huber_delta_1"},
+     "the Huber loss must turn linear at the delta argument, not at 1"),
+    ("sum", {"loss": "huber_sum"},
+     "td_loss must return the mean of the Huber loss over the batch, not the sum"),
+    ("no_gamma", {"gamma": "one"},
+     "the bootstrap must be discounted by gamma"),
+)
+
+
+def _td_loss_variant(case: dict[str, Any], online: nn.Module, target: nn.Module, q: str = "gather",
+                     select: str | None = None, evaluate: str = "target", mask: str = "dones",
+                     loss: str = "huber", gamma: str = "gamma") -> torch.Tensor:
+    """The reference TD loss of ``case`` (all defaults; ``select`` follows ``case["double"]``),
+    or the loss with one mistake (one argument changed), differentiable w.r.t. ``online``."""
+    obs, next_obs, actions = case["obs"], case["next_obs"], case["actions"]
+    g = 1.0 if gamma == "one" else case["gamma"]
+    select = select or ("online" if case["double"] else "target")
+    nets = {"online": online, "target": target}
+    with torch.no_grad():
+        best = nets[select](next_obs).argmax(dim=1, keepdim=True)
+        next_q = nets[evaluate](next_obs).gather(1, best).squeeze(1)
+        stop = {"dones": case["dones"], "dones_or_time_outs": torch.clamp(case["dones"] + case["time_outs"], max=1.0),
+                "none": torch.zeros_like(case["dones"])}[mask]
+        y = case["rewards"] + g * (1.0 - stop) * next_q
+    q_all = online(obs)
+    if q == "gather":
+        q_sa = q_all.gather(1, actions.unsqueeze(1)).squeeze(1)
+    elif q == "max":
+        q_sa = q_all.max(dim=1).values
+    elif q == "gather0":
+        q_sa = q_all.gather(0, actions.unsqueeze(1)).squeeze(1)
+    else:  # index_columns: (B, B), broadcast against the (B,) targets
+        q_sa = q_all[:, actions]
+    y = y.expand_as(q_sa)
+    delta = case["delta"]
+    if loss == "huber":
+        return F.huber_loss(q_sa, y, delta=delta)
+    if loss == "huber_sum":
+        return F.huber_loss(q_sa, y, delta=delta, reduction="sum")
+    if loss == "huber_delta_1":
+        return F.huber_loss(q_sa, y, delta=1.0)
+    if loss == "half_mse":
+        return 0.5 * F.mse_loss(q_sa, y)
+    return F.mse_loss(q_sa, y)
+
+
+def judge_td_loss(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Runs in the grader: :func:`rlcourse.algos.dqn.td_loss` on the same minibatch and networks,
+    value and gradient compared; a wrong value that equals one of the ``TD_MISTAKES`` is named."""
     tol = TOLERANCES
-    gamma = case["gamma"]
     modified = outputs.get("modified")
     if isinstance(modified, list) and modified:
-        fail(f"a target function modified its input {str(modified[0])!r} in place; work on new tensors")
-    want = {
-        "dqn_target": reference.dqn_target(case["rewards"], case["next_q_target"], case["dones"], gamma),
-        "double_dqn_target": reference.double_dqn_target(case["rewards"], case["next_q_online"],
-                                                         case["next_q_target"], case["dones"], gamma),
-    }
-    terminal = case["dones"].bool()
-    for name, expected in want.items():
-        got = outputs.get(name)
-        if not isinstance(got, torch.Tensor):
-            fail(f"{name} must return a torch tensor")
-        if got.shape != expected.shape:
-            fail(f"{name} returned shape {tuple(got.shape)}; it must be (B,) = {tuple(expected.shape)}, "
-                 "one target per transition")
-        got = got.float()
-        if torch.allclose(got, expected, **tol):
-            continue
-        bad = ~torch.isclose(got, expected, **tol)
-        where = []
-        if bool((bad & terminal).any()):
-            where.append("terminal transitions (done = 1)")
-        if bool((bad & ~terminal).any()):
-            where.append("non-terminal transitions (done = 0)")
-        hint = ""
-        if name == "double_dqn_target" and bool((bad & ~terminal).any()):
-            hint = ("; the online network's Q-values pick the next action (argmax), "
-                    "the target network's Q-values evaluate it")
-        fail(f"{name} differs from the reference (gamma={gamma}) on {' and '.join(where)}{hint}")
-
-
-# --------------------------------------------------------------------------- Huber
-def huber_parts(case: dict[str, Any]) -> list[tuple[str, torch.Tensor]]:
-    """The parts of a Huber case that are checked one after the other: the two branches on their
-    own first (a more useful message), then the whole batch; as ``(label, mask)``."""
-    errors = (case["predictions"] - case["targets"]).abs()
-    delta = case["delta"]
-    return [(" for TD errors with |error| <= delta (the quadratic branch)", errors <= delta),
-            (" for TD errors with |error| > delta (the linear branch)", errors > delta),
-            ("", torch.ones_like(errors, dtype=torch.bool))]
-
-
-def call_huber(case: dict[str, Any], huber_fn: Callable[..., Any]) -> dict[str, Any]:
-    """Runs in the sandbox: the student's loss on each part of the case, and its gradient with
-    respect to the predictions."""
-    parts = []
-    for _, mask in huber_parts(case):
-        pred = case["predictions"][mask].clone().requires_grad_(True)
-        loss = huber_fn(pred, case["targets"][mask].clone(), case["delta"])
-        part: dict[str, Any] = {"loss": _tensor_or_type(loss)}
-        if isinstance(loss, torch.Tensor) and loss.dim() == 0:
-            part["requires_grad"] = bool(loss.requires_grad)
-            if loss.requires_grad:
-                (part["grad"],) = torch.autograd.grad(loss, pred, allow_unused=True)
-        parts.append(part)
-    return {"parts": parts}
-
-
-def judge_huber(case: dict[str, Any], outputs: dict[str, Any]) -> None:
-    """Runs in the grader: :func:`rlcourse.algos.dqn.huber_loss` (value and gradient) on each
-    part of the same case, compared."""
-    tol = TOLERANCES
-    delta = case["delta"]
-    parts = outputs.get("parts")
-    if not (isinstance(parts, list) and len(parts) == len(huber_parts(case))):
-        fail("the huber_loss check recorded outputs for other inputs than it was given")
-    for (label, mask), part in zip(huber_parts(case), parts):
-        part = part if isinstance(part, dict) else {}
-        loss = part.get("loss")
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
-            fail("huber_loss must return a scalar (0-dim) torch tensor: the mean over the batch")
-        if not part.get("requires_grad"):
-            fail("the loss is not differentiable with respect to predictions (was it detached or built with numpy?)")
-        pred_ref = case["predictions"][mask].clone().requires_grad_(True)
-        want = reference.huber_loss(pred_ref, case["targets"][mask], delta)
-        loss = loss.float()
-        if not torch.allclose(loss, want.detach(), **tol):
-            n = int(mask.sum())
-            if n > 1 and torch.allclose(loss, want.detach() * n, **tol):
-                fail("huber_loss must return the mean over the batch, not the sum")
-            fail(f"the loss value differs from the reference (delta={delta}){label}")
-        (want_grad,) = torch.autograd.grad(want, pred_ref)
-        grad = part.get("grad")
-        if not (isinstance(grad, torch.Tensor) and grad.shape == want_grad.shape
-                and torch.allclose(grad.float(), want_grad, **tol)):
-            fail(f"the gradient with respect to predictions differs from the reference (delta={delta}){label}")
+        fail(f"td_loss modified batch.{modified[0]} in place; work on new tensors")
+    loss = outputs.get("loss")
+    if not isinstance(loss, torch.Tensor):
+        fail("td_loss must return a torch tensor (the mean loss over the batch)")
+    if loss.dim() != 0:
+        fail(f"td_loss returned shape {tuple(loss.shape)}; it must return a scalar (0-dim) tensor, the mean "
+             "Huber loss over the batch")
+    grads = outputs.get("online_grads")
+    # No gradient at all, or only zeros (Q(s, a) computed without gradient, a fresh leaf returned).
+    if not isinstance(grads, list) or all(isinstance(gr, torch.Tensor) and not bool(gr.any()) for gr in grads):
+        fail("the loss is not differentiable with respect to the online network's parameters: Q(s, a) must "
+             "be computed with gradient (only the target is computed without)")
+    target_grad = outputs.get("target_grad_norm")
+    if not isinstance(target_grad, (int, float)) or not math.isfinite(target_grad) or target_grad != 0.0:
+        fail("gradient flows into the target network: compute the TD target under torch.no_grad() (or "
+             "detach it); the loss may only move the online network through Q(s, a)")
+    online, target = q_network(case["online"]), q_network(case["target"])
+    batch = ReplayBatch(**{k: case[k] for k in BATCH_FIELDS})
+    want = reference.td_loss(batch, online, target, case["gamma"], case["delta"], case["double"])
+    kind = "double DQN" if case["double"] else "plain DQN"
+    setting = f"gamma={case['gamma']}, delta={case['delta']}, {kind}"
+    loss = loss.float()
+    if not torch.allclose(loss, want.detach(), **tol):
+        for _, change, message in TD_MISTAKES:
+            if "select" in change and (change["select"] == "online") == case["double"]:
+                continue  # the change is the reference of this kind of target
+            if "evaluate" in change and not case["double"]:
+                continue
+            wrong = _td_loss_variant(case, online, target, **change).detach()
+            if torch.allclose(wrong, want.detach(), **tol):
+                continue  # not told apart on this case
+            if torch.allclose(loss, wrong, **tol):
+                fail(f"{message} ({setting})")
+        fail(f"the loss value differs from the reference ({setting}): Q(s, a) of the taken actions, the target "
+             "r + gamma * (1 - dones) * Q_target(s', a') without gradient, and the mean Huber loss")
+    want_grads = torch.autograd.grad(want, list(online.parameters()))
+    if not (len(grads) == len(want_grads) and all(
+            isinstance(gr, torch.Tensor) and gr.shape == w.shape and torch.allclose(gr.float(), w, **tol)
+            for gr, w in zip(grads, want_grads))):
+        fail(f"the loss value is right but its gradient with respect to the online network differs ({setting}): "
+             "the gradient must flow through Q(s, a) only, the target carries none")
 
 
 # --------------------------------------------------------------------------- training
 def judge_training(record: dict[str, Any], seed: int | None) -> None:
     """The grader loads the trained networks into its own DQN agent and evaluates it anew."""
-    judge_evaluated_return(LAB, record, seed, functions="the three functions above", **EVALUATION)
+    judge_evaluated_return(LAB, record, seed, functions="the two functions above", **EVALUATION)
 
 
 EPSILON = FunctionCheck("epsilon_greedy", epsilon_cases, call_epsilon, judge_epsilon)
-TD_TARGETS = FunctionCheck("td_targets", td_cases, call_td, judge_td)
-HUBER = FunctionCheck("huber", huber_cases, call_huber, judge_huber)
+TD_LOSS = FunctionCheck("td_loss", td_cases, call_td_loss, judge_td_loss)
 TRAINING = TrainingCheck("training", record_policy, judge_training)
 
 # The hidden test cells' calls.
 check_epsilon_greedy = entry_point(EPSILON, "Check ``epsilon_greedy(q_values, epsilon, generator)`` by its "
                                             "properties: greedy at 0, reproducible, right frequencies.")
-check_td_targets = entry_point(TD_TARGETS, "Check ``dqn_target`` and ``double_dqn_target`` against the reference.")
-check_huber = entry_point(HUBER, "Check ``huber_loss``: value and gradient against the reference, branch by branch.")
+check_td_loss = entry_point(TD_LOSS, "Check ``td_loss(batch, q_network, target_network, gamma, delta, double)``: "
+                                     "value and gradient against the reference, classic mistakes named.")
 check_training = entry_point(TRAINING, "Check the graded run: the trained agent, re-evaluated, reaches the pass mark.")
 
 

@@ -29,13 +29,18 @@ import torch
 
 @dataclass
 class ReplayBatch:
-    """A minibatch of transitions ``(s, a, r, s', done)``; ``done`` is float (1 = terminal)."""
+    """A minibatch of transitions ``(s, a, r, s', done)``; ``done`` is float (1 = terminal).
+
+    ``time_outs`` (float, 1 = the episode was cut by the time limit after this step, without
+    terminating) is recorded for inspection and teaching: it never stops the bootstrap.
+    """
 
     obs: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     next_obs: torch.Tensor
     dones: torch.Tensor
+    time_outs: torch.Tensor
 
 
 class ReplayBuffer:
@@ -68,6 +73,7 @@ class ReplayBuffer:
         )
         self.rewards = torch.zeros(self.capacity, device=self.device)
         self.dones = torch.zeros(self.capacity, device=self.device)
+        self.time_outs = torch.zeros(self.capacity, device=self.device)
         self.pos = 0  # next row to write
         self.size = 0  # rows holding data
 
@@ -118,6 +124,8 @@ class ReplayBuffer:
         self.next_obs[rows] = next_obs
         # Only a terminal state stops the bootstrap; a time-out does not.
         self.dones[rows] = terminated.float()
+        # Recorded, not used by the targets: cut by the time limit without terminating.
+        self.time_outs[rows] = 0.0 if truncated is None else (truncated & ~terminated).float()
         self.pos = (self.pos + n) % self.capacity
         self.size = min(self.size + n, self.capacity)
 
@@ -131,7 +139,7 @@ class ReplayBuffer:
         # (one gradient step samples five tensors).
         return ReplayBatch(
             self.obs.index_select(0, idx), self.actions.index_select(0, idx), self.rewards.index_select(0, idx),
-            self.next_obs.index_select(0, idx), self.dones.index_select(0, idx),
+            self.next_obs.index_select(0, idx), self.dones.index_select(0, idx), self.time_outs.index_select(0, idx),
         )
 
     # -- checkpoints ---------------------------------------------------------------
@@ -146,6 +154,7 @@ class ReplayBuffer:
             "rewards": self.rewards[:n].cpu().clone(),
             "next_obs": self.next_obs[:n].cpu().clone(),
             "dones": self.dones[:n].cpu().clone(),
+            "time_outs": self.time_outs[:n].cpu().clone(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -154,4 +163,6 @@ class ReplayBuffer:
             raise ValueError(f"saved replay buffer holds {n} transitions, more than the capacity {self.capacity}")
         for key in ("obs", "actions", "rewards", "next_obs", "dones"):
             getattr(self, key)[:n] = state[key].to(self.device)
+        # Checkpoints from before time-outs were recorded hold none.
+        self.time_outs[:n] = state["time_outs"].to(self.device) if "time_outs" in state else 0.0
         self.pos, self.size = int(state["pos"]) % self.capacity, n
