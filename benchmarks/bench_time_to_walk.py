@@ -152,11 +152,17 @@ def eval_sb3(model: Any, vecnorm: Any, episodes: int) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------- the two sides
+# Hyperparameter overrides from --set (as `rlcourse train --set`): to try another recipe against the preset.
+OVERRIDES: dict[str, Any] = {}
+
+
 def preset_recipe() -> dict[str, Any]:
-    """``rlcourse train ppo --env Ant``'s settings: the preset's envs and hyperparameters."""
+    """``rlcourse train ppo --env Ant``'s settings: the preset's envs and hyperparameters (plus ``--set``)."""
     from rlcourse.algos import load_preset
 
-    return load_preset("ppo", "Ant")
+    recipe = load_preset("ppo", "Ant")
+    recipe["hyperparameters"].update(OVERRIDES)
+    return recipe
 
 
 def train_ours(env_id: str, seed: int, turns: Turns | None, name: str, args: argparse.Namespace,
@@ -306,8 +312,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the CLI's default is 1)")
     parser.add_argument("--quadruped-seeds", default="0", help="Quadruped seeds ('' for none)")
     parser.add_argument("--quadruped-seconds", type=float, default=180.0, help="Quadruped training limit")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="override one of the preset's PPO hyperparameters for ours (repeatable)")
     parser.add_argument("--no-record", action="store_true")
     args = parser.parse_args()
+    import yaml
+
+    for item in args.set:
+        name, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects NAME=VALUE, got {item!r}")
+        OVERRIDES[name.strip()] = yaml.safe_load(value)
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     quad_seeds = [int(s) for s in args.quadruped_seeds.split(",") if s.strip()]
@@ -332,7 +347,8 @@ def main() -> None:
     lines = [
         f"- machine: {machine_line()}; 1-minute load average {min(loads):.1f}-{max(loads):.1f} during the run "
         "(a shared machine: other sessions were running)",
-        f"- ours: PPO, `rlcourse train ppo --env Ant`'s recipe ({recipe['num_envs']} envs x "
+        f"- ours: PPO, `rlcourse train ppo --env Ant`'s recipe{' with ' + str(OVERRIDES) if OVERRIDES else ''} "
+        f"({recipe['num_envs']} envs x "
         f"{hp.get('num_steps_per_env')} steps, {hp.get('num_learning_epochs')} epochs x {hp.get('num_mini_batches')} "
         f"minibatches, {hp.get('schedule')} step size, {hp.get('actor_hidden')} {hp.get('activation')}); "
         "SB3: PPO with the RL Zoo MuJoCo setting (1 env, n_steps 2048, 10 epochs, batch 64, 64-64 tanh, VecNormalize) "
@@ -369,7 +385,8 @@ def main() -> None:
             f"best evaluation {best['speed']:.2f} m/s at {best['t']:.0f} s, falls {best['falls']}/{best['episodes']}; "
             f"{q['steps_per_s']:.0f} env steps/s")
     lines.append(f"- command: `.venv/bin/python benchmarks/bench_time_to_walk.py --seeds {args.seeds} "
-                 f"--budget {args.budget:g} --max-seconds {args.max_seconds:g} --quadruped-seeds '{args.quadruped_seeds}'`")
+                 f"--budget {args.budget:g} --max-seconds {args.max_seconds:g} --quadruped-seeds '{args.quadruped_seeds}'"
+                 + "".join(f" --set {item}" for item in args.set) + "`")
     body = "\n".join(lines)
     print(body)
     if not args.no_record:
