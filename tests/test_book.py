@@ -6,7 +6,6 @@ configuration (book/_config.yml, book/_ext/) with a reduced table of contents: t
 with robot videos, built whole by the real pipeline) and the five student labs (never executed).
 Then:
 
-
 * no page holds an nbgrader solution or hidden-test marker, nor a line of the solutions' code,
   and a page that does makes the build fail;
 * in Debian's chromium (Playwright), from ``python -m http.server`` and from ``file://``, with
@@ -14,7 +13,12 @@ Then:
   matplotlib figures as loaded images (an ``interact`` plot included) and typeset math,
   lecture 5 plays its MuJoCo videos (embedded H.264, decoded and advancing), and search finds a
   lecture;
-* the videos are embedded in the page (nothing to copy) and keep to the budget per video.
+* the videos are embedded in the page (nothing to copy) and keep to the budget per video;
+* each lecture's reveal.js slides (book/_ext/slides.py, from the notebook the build executed)
+  are linked from its page and, in the browser, render a deck that moves on with the arrow
+  key, with a visible figure and typeset math, without any non-local request;
+* in JupyterLab, the executed lecture 1 presented with RISE (the notebook toolbar's "Render as
+  Reveal Slideshow"): the deck opens, the arrow key moves to section 1, a figure shows.
 
 What a lecture page must show is listed in LECTURE_CHECKS (and each lecture checked there is
 in REDUCED_LECTURES).
@@ -37,7 +41,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, chromium_executable
+from browser_helpers import CHROMIUM_ARGS, chromium_executable, running_jupyter_lab
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
@@ -134,6 +138,22 @@ def test_build_fails_on_a_solution_marker(tmp_path: Path) -> None:
     result = build_book(source, None, tmp_path / "out")
     assert result.returncode != 0, "the build accepted a page with a solution marker"
     assert "solution or hidden-test markers" in result.stdout + result.stderr, result.stdout[-3000:]
+
+
+def test_lecture_slides_are_on_disk_and_offline(site: Path) -> None:
+    """Each lecture's slides sit next to its page, linked from it, with reveal.js in _static/."""
+    assert (site / "_static" / "revealjs" / "dist" / "reveal.js").exists(), "reveal.js was not copied into _static/"
+    for name in REDUCED_LECTURES:
+        slides = site / "course" / f"{name}.slides.html"
+        assert slides.exists(), f"no slides for {name}"
+        page = (site / "course" / f"{name}.html").read_text()
+        assert f'href="{name}.slides.html"' in page, f"{name}.html has no Slides link"
+        text = slides.read_text()
+        remote = re.findall(r"""(?:src|href)=["'](?:https?:)?//[^"']+""", text)
+        assert not remote, f"{slides.name} loads from the network: {remote[:5]}"
+        # Built from the executed notebook: its figures are in the slides (as data: URIs).
+        assert text.count('src="data:image/png') >= 2, f"{slides.name} has no figures: not the executed notebook?"
+        assert "application/vnd.jupyter.widget" not in text, f"{slides.name} still needs the widget manager"
 
 
 def test_lecture_videos_are_embedded_within_the_budget(site: Path) -> None:
@@ -233,6 +253,37 @@ LECTURE_CHECKS: dict[str, list[Callable]] = {
 }
 
 
+def check_slides(page, base: str, name: str) -> None:
+    """Present lecture ``name`` like a lecturer: its page's Slides link, then the arrow key.
+
+    The reveal.js deck renders, has at least 8 slides, moves to the next slide on ArrowRight,
+    and has a slide whose figure is visible (an <img> that loaded) and typeset math.
+    """
+    page.goto(f"{base}/course/{name}.html")
+    page.locator(".rlcourse-slides-link a", has_text="Slides").click()
+    page.wait_for_url(re.compile(rf"{re.escape(name)}\.slides\.html"))
+    page.wait_for_function("() => window.Reveal && Reveal.isReady && Reveal.isReady()")
+    total = page.evaluate("Reveal.getTotalSlides()")
+    assert total >= 8, f"{name}: only {total} slides"
+    assert page.evaluate("Reveal.getIndices().h") == 0
+    page.locator(".reveal .slides > section.present").first.wait_for(state="visible")
+    page.keyboard.press("ArrowRight")
+    page.wait_for_function("() => Reveal.getIndices().h === 1")
+    assert page.locator(".reveal .slides section.present:not(.stack) h2").first.is_visible()
+    # Go to the first slide with a figure in a cell output, as the presenter would: it shows.
+    where = page.evaluate("""() => {
+        const img = document.querySelector('.reveal .slides section .jp-OutputArea-output img');
+        return img ? Reveal.getIndices(img.closest('section')) : null; }""")
+    assert where is not None, f"{name}: no figure in the slides"
+    page.evaluate("([h, v]) => Reveal.slide(h, v)", [where["h"], where.get("v") or 0])
+    figure = page.locator(".reveal section.present:not(.stack) .jp-OutputArea-output img").first
+    figure.wait_for(state="visible")
+    assert figure.evaluate("img => img.complete && img.naturalWidth > 0"), "the slide's figure did not load"
+    box = figure.bounding_box()
+    assert box and box["width"] > 100 and box["height"] > 100, f"the figure is not on screen: {box}"
+    page.locator(".reveal mjx-container svg").first.wait_for(state="attached")  # math typeset offline
+
+
 def check_site(page, base: str) -> None:
     """Landing page, lecture pages, search: the same checks from http:// and from file://."""
     page.goto(f"{base}/index.html")  # a redirect to the syllabus
@@ -254,6 +305,9 @@ def check_site(page, base: str) -> None:
     page.wait_for_url(re.compile(r"search\.html\?q=Bellman"))
     hit = page.locator("#search-results a[href*='01_rl_loop_and_mdps']").first
     hit.wait_for(state="attached")
+
+    for name in LECTURE_CHECKS:
+        check_slides(page, base, name)
 
 
 def test_site_in_chromium(site: Path, http_site: str, tmp_path: Path) -> None:
@@ -290,3 +344,83 @@ def test_site_in_chromium(site: Path, http_site: str, tmp_path: Path) -> None:
         finally:
             browser.close()
     assert not blocked, f"the site asked for non-local resources: {sorted(set(blocked))}"
+
+
+# --------------------------------------------------------------------------- RISE in JupyterLab
+# The current view of RISE's deck (not a stack of vertical slides): its first heading, and
+# its figures that loaded and are on screen.
+RISE_VIEW_JS = """
+() => {
+  const view = [...document.querySelectorAll('.reveal .slides section.present')]
+                 .filter(s => !s.classList.contains('stack')).pop();
+  if (!view) return null;
+  const heading = view.querySelector('h1, h2, h3');
+  const shown = [...view.querySelectorAll('.jp-OutputArea-output img')].filter(img => {
+    const box = img.getBoundingClientRect();
+    return img.complete && img.naturalWidth > 0 && box.width > 100 && box.height > 100; });
+  return {hash: location.hash, heading: heading ? heading.textContent : '', figures: shown.length,
+          images: view.querySelectorAll('.jp-OutputArea-output img').length,
+          views: document.querySelectorAll('.reveal .slides section:not(.stack)').length};
+}
+"""
+
+
+@pytest.mark.timeout(900)
+def test_lecture_as_rise_slideshow_in_jupyterlab(site: Path, tmp_path: Path) -> None:
+    """A lecturer presents lecture 1 with RISE: the executed notebook (the one the site build
+    wrote, with its figures), "Render as Reveal Slideshow" on the notebook toolbar, then the keys."""
+    from playwright.sync_api import sync_playwright
+
+    import nbformat
+    from jupyter_cache import get_cache
+
+    name = REDUCED_LECTURES[0]
+    root, home = tmp_path / "root", tmp_path / "home"
+    root.mkdir(), home.mkdir()
+    # The lecture with the outputs the site build's execution cached: a run-and-saved notebook.
+    lecture = nbformat.read(BOOK / "course" / f"{name}.ipynb", as_version=4)
+    _, executed = get_cache(str(site.parent / ".jupyter_cache")).merge_match_into_notebook(lecture, cell_meta=())
+    nbformat.write(executed, root / f"{name}.ipynb")
+    blocked: list[str] = []
+    started = time.monotonic()
+    with running_jupyter_lab(root, home) as lab, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_executable(), headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(
+            ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")) else (blocked.append(route.request.url), route.abort()))
+        page = context.new_page()
+        page.set_default_timeout(180_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(f"{lab.url}/lab/tree/{name}.ipynb?token={lab.token}", wait_until="domcontentloaded")
+            page.locator(".jp-Notebook .jp-Cell").first.wait_for(state="visible")
+            page.locator(".jp-NotebookPanel-toolbar [data-command='RISE:preview']").first.click()
+            deck = page.frame_locator("iframe[src*='/rise/']")
+            deck.locator(".reveal .slides section.present").first.wait_for(state="visible")
+            frame = next(f for f in page.frames if "/rise/" in f.url)
+            frame.wait_for_function(f"() => ({RISE_VIEW_JS})() && ({RISE_VIEW_JS})().heading.includes('Lecture 1')")
+            first = frame.evaluate(RISE_VIEW_JS)
+            assert first["views"] >= 8, f"RISE shows only {first['views']} views: {first}"
+
+            deck.locator(".reveal").first.click()          # the slideshow has the keyboard
+            page.keyboard.press("ArrowRight")              # next slide: section 1
+            frame.wait_for_function(f"() => ({RISE_VIEW_JS})().heading.startsWith('1.')")
+            seen = [frame.evaluate(RISE_VIEW_JS)]
+            while not seen[-1]["figures"] and len(seen) < first["views"]:
+                page.keyboard.press("Space")               # next view, down into subslides first
+                frame.wait_for_function("h => location.hash !== h", arg=seen[-1]["hash"])
+                if frame.evaluate(RISE_VIEW_JS)["images"]:  # a figure on this view: it must show
+                    frame.wait_for_function(f"() => ({RISE_VIEW_JS})().figures > 0")
+                seen.append(frame.evaluate(RISE_VIEW_JS))
+            page.screenshot(path=str(tmp_path / "rise.png"))
+        except Exception:
+            page.screenshot(path=str(tmp_path / "FAILED_rise.png"))
+            print(f"jupyter lab log (end):\n{lab.log()}")
+            raise
+        finally:
+            browser.close()
+    print(f"RISE: {time.monotonic() - started:.1f} s; views passed: {[v['hash'] for v in seen]}")
+    assert seen[-1]["figures"], f"no figure shown on any RISE view: {seen}"
+    assert not errors, f"JavaScript errors in JupyterLab: {errors}"
+    assert not blocked, f"RISE asked for non-local resources: {sorted(set(blocked))}"
