@@ -42,10 +42,10 @@ import nbformat
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Integer
 
-from rlcourse.grading import judge
 from rlcourse.grading.common import grade_id
-from rlcourse.grading.hidden import GRADING_DIR_VAR
-from rlcourse.grading.similarity import near_copies
+
+# The judge (torch) is imported where it runs, in nbgrader's autograde process: the pipeline's
+# own processes import this module only for the names of its environment variables.
 
 SANDBOX_VAR = "RLCOURSE_SANDBOX"
 REPORT_VAR = "RLCOURSE_GRADING_REPORT"
@@ -77,6 +77,9 @@ class SandboxedExecute(NbGraderPreprocessor):
     def preprocess(self, nb: nbformat.NotebookNode, resources: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         info = resources.get("nbgrader", {})
         lab, student = info["assignment"], info["student"]
+        from rlcourse.grading import judge
+        from rlcourse.grading.similarity import near_copies
+
         checks = judge.hidden_checks(nb, lab)
         flags = near_copies(nb, lab)
         secret = judge.grading_secret(Path.cwd() / SECRET_RELPATH)
@@ -124,6 +127,8 @@ class SandboxedExecute(NbGraderPreprocessor):
 
     def _run(self, lab: str, scratch: Path) -> str | None:
         """Execute ``work/submission.ipynb``; returns the limit that ended the run, if one did."""
+        from rlcourse.grading.hidden import GRADING_DIR_VAR
+
         wall = float(os.environ.get(WALL_VAR) or self.wall_timeout)
         argv = [os.path.abspath(sys.executable), "-m", "rlcourse.grading.runner", "submission.ipynb", "executed.ipynb",
                 "--cell-timeout", str(self.timeout)]
