@@ -77,13 +77,23 @@ def test_guarded_references_refuse_the_submission_and_serve_the_env(tmp_path: Pa
         assert torch.isfinite(obs).all()
         frictions = env.dr.values["friction"][:, 0]
         assert ((frictions >= 0.5) & (frictions <= 1.5)).all() and frictions[0] != frictions[1], frictions
-        # ...but the env's latency buffer refuses the submission's calls.
+        # ...but the env's latency buffer refuses the submission's calls,
         print(withheld(lambda: env.dr._latency_buffer.step(torch.zeros(2, 8))))
+        # and so does the env's own draw when the student's `sample` delegates to it.
+        import dataclasses
+
+        def sample(distribution, low, high, size, generator):
+            term = dataclasses.replace(env.dr.terms["friction"], distribution=distribution, range=(low, high))
+            return torch.as_tensor(env.dr.sample(term, size))
+
+        print(withheld(lambda: sample("uniform", 0.0, 1.0, (3,), g)))
+        env.dr.sample(env.dr.terms["friction"], (3,))  # outside the student's function: the env's draw
         print("env ok")
     """, tmp_path)
     lines = out.strip().splitlines()
     assert lines[-1] == "env ok"
-    names = ["sample", "sample", "randomize", "ActionLatency", "draw_latency", "ActionLatency", "ActionLatency"]
+    names = ["sample", "sample", "randomize", "ActionLatency", "draw_latency", "ActionLatency", "ActionLatency",
+             "sample"]
     assert len(lines) == len(names) + 1
     for line, name in zip(lines, names):
         assert f"rlcourse.envs.locomotion.randomization.{name} is withheld" in line, line

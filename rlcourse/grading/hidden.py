@@ -52,13 +52,27 @@ class WithheldDuringGrading(RuntimeError):
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-def called_from_package(depth: int = 2) -> bool:
-    """Whether the caller of a guarded reference (``depth`` frames up: this function, the
-    reference, its caller) is code of this ``rlcourse`` package (in the grading view: the view's
-    read-only copy), not a submission's cell or a module it wrote."""
-    frame = sys._getframe(depth)
+def _is_package(frame: Any) -> bool:
     return (frame.f_code.co_filename.startswith(_PACKAGE_DIR)
             and str(frame.f_globals.get("__name__", "")).startswith("rlcourse."))
+
+
+def called_from_package(name: str | None = None, depth: int = 2) -> bool:
+    """Whether a guarded reference may run here: its caller (``depth`` frames up: this function,
+    the reference, its caller) is code of this ``rlcourse`` package (in the grading view: the
+    view's read-only copy), not a submission's cell or a module it wrote; and, given the
+    reference's ``name`` (``"sample"``), no submission code further up the stack is the
+    student's own ``name`` (a function of that name, or a method of a class of that name), so a
+    solution cannot reach the reference through a package function that calls it."""
+    frame = sys._getframe(depth)
+    if not _is_package(frame):
+        return False
+    if name is not None:
+        while (frame := frame.f_back) is not None:
+            code = frame.f_code
+            if not _is_package(frame) and (code.co_name == name or code.co_qualname.startswith(name + ".")):
+                return False
+    return True
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,11 @@ by a ``raise`` of :class:`rlcourse.grading.hidden.WithheldDuringGrading`. A solu
 imports the reference fails that part, with the reason in its feedback. A name in the lab's
 ``GUARDED`` keeps its body behind a guard instead: it raises when called from anywhere but the
 package's own code, because the package itself runs it (lab 4's env draws its randomization
-with ``sample``). Determined code could still reach a guarded body through a package function
-that calls it; the near-copy flag and the checks outside the sandbox remain. The copy has no
+with ``sample``); the guard also raises when the student's own function or class of that name
+is further up the stack, so a solution cannot delegate to the reference through a package
+function that calls it. A solution that binds the name to a package callable
+(``sample = env.dr.sample``) is not caught by the guard; the near-copy flag and the checks
+outside the sandbox remain. The copy has no
 ``__pycache__`` (compiled originals would bring the bodies back) and the sandbox sees no other
 copy of the source (no ``.git``, no ``solutions/``).
 """
@@ -26,7 +29,7 @@ from typing import Mapping, Sequence
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 _RAISE = "raise _Withheld({name!r})"
-_GUARD = "if not _called_from_package(): raise _Withheld({name!r})"
+_GUARD = "if not _called_from_package({short!r}): raise _Withheld({name!r})"
 # Appended to a module with withheld names (looked up when a stub runs, so no import cycle).
 _IMPORT = ("\nfrom rlcourse.grading.hidden import WithheldDuringGrading as _Withheld  # grading view\n"
            "from rlcourse.grading.hidden import called_from_package as _called_from_package  # grading view\n")
@@ -76,7 +79,7 @@ def withhold(source: str, names: Sequence[str], module: str, guarded: Sequence[s
             for fn in functions:
                 after = _docstring_end(fn.body) or fn.body[0].lineno - 1
                 indent = " " * fn.body[0].col_offset
-                edits.append((after, after, [indent + _GUARD.format(name=qualified)]))
+                edits.append((after, after, [indent + _GUARD.format(short=name, name=qualified)]))
             continue
         body = node.body
         first = _docstring_end(body) or body[0].lineno - 1  # last kept line (1-based)
