@@ -142,7 +142,10 @@ def export_slides(nb: nbformat.NotebookNode, target: Path, static_prefix: str) -
     first = nb.cells[0].source.strip().splitlines() if nb.cells and nb.cells[0].source.strip() else [target.stem]
     title = first[0].lstrip("# ")  # the lecture's title: the slides' <title>
     body, _ = exporter.from_notebook_node(without_widgets(nb), resources={"metadata": {"name": title}})
-    leaks = re.findall(r"""(?:src|href)=["'](?:https?:)?//[^"']+""", body)
+    # What the page loads (src=, stylesheets), not where its links point: a lecture may link to a
+    # web page, or print a TensorBoard URL, without the slides needing the network.
+    leaks = (re.findall(r"""\bsrc=["'](?:https?:)?//[^"']+""", body)
+             + re.findall(r"""<link\b[^>]*\bhref=["'](?:https?:)?//[^"']+""", body))
     if leaks:
         raise ExtensionError(f"{target.name} would load from the network: {sorted(set(leaks))[:5]}")
     target.write_text(body, encoding="utf-8")
