@@ -32,6 +32,8 @@ import pytest
 from rlcourse.grading import sandbox
 from rlcourse.grading.sandbox import SandboxLimits, SandboxUnavailable, run_sandboxed
 
+from browser_helpers import processes_mentioning
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
 SMALL = SandboxLimits(memory_mb=1024, cpu_s=30, nproc=64, fsize_mb=64, output_bytes=1 << 20, wall_s=60)
@@ -50,22 +52,6 @@ def bwrap_works() -> None:
 
 def run_py(code: str, scratch: Path, limits: SandboxLimits = SMALL, **kw) -> sandbox.SandboxResult:
     return run_sandboxed([PY, "-c", textwrap.dedent(code)], scratch, limits, **kw)
-
-
-def live_pids_mentioning(marker: str) -> list[int]:
-    """Live (not zombie) processes whose command line contains ``marker``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if marker in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
 
 
 # --------------------------------------------------------------------------- who and where
@@ -316,7 +302,7 @@ def test_nothing_started_inside_survives_the_run(tmp_path: Path) -> None:
     assert r.ok, r
     assert int(r.stdout) == 4, "the background processes were not all running inside"
     assert r.seconds < 30  # the run ended with its main process, not when the sleeps would
-    assert live_pids_mentioning(marker) == []
+    assert processes_mentioning(marker) == []
 
 
 def test_caller_killed_takes_the_sandbox_with_it(tmp_path: Path) -> None:
@@ -331,18 +317,18 @@ def test_caller_killed_takes_the_sandbox_with_it(tmp_path: Path) -> None:
     """)])
     try:
         deadline = time.monotonic() + 60
-        while len(live_pids_mentioning(marker)) < 2 and time.monotonic() < deadline:
+        while len(processes_mentioning(marker)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert len(live_pids_mentioning(marker)) == 2, "the sandboxed sleepers never started"
+        assert len(processes_mentioning(marker)) == 2, "the sandboxed sleepers never started"
         caller.kill()
         caller.wait()
         deadline = time.monotonic() + 20
-        while live_pids_mentioning(marker) and time.monotonic() < deadline:
+        while processes_mentioning(marker) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert live_pids_mentioning(marker) == []
+        assert processes_mentioning(marker) == []
     finally:
         caller.kill()
-        for pid in live_pids_mentioning(marker):
+        for pid in processes_mentioning(marker):
             os.kill(pid, signal.SIGKILL)
 
 

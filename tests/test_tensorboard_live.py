@@ -37,6 +37,8 @@ import torch
 
 from rlcourse.algos import PPO
 
+from browser_helpers import group_alive
+
 # Real servers and training runs (about 20 s each on a busy 2-core machine), like the CLI round trips.
 pytestmark = [pytest.mark.slow]
 
@@ -110,22 +112,6 @@ def _kill_group(proc: subprocess.Popen) -> None:
         proc.stdin.close()
 
 
-def _group_alive(pgid: int, grace_s: float = 30) -> bool:
-    """Whether any process of group ``pgid`` still exists ``grace_s`` seconds after the kill.
-
-    Children re-parented to init (TensorBoard's data server) are reaped asynchronously.
-    """
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        if time.monotonic() > deadline:
-            return True
-        time.sleep(0.2)
-
-
 def _get(url: str, timeout: float = 30) -> tuple[int, bytes]:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return resp.status, resp.read()
@@ -179,7 +165,7 @@ def tensorboard_server(tmp_path: Path) -> Iterator[Callable[[Path], str]]:
         for proc in started:
             _kill_group(proc)
         for proc in started:
-            assert not _group_alive(proc.pid), "a TensorBoard process survived the test"
+            assert not group_alive(proc.pid), "a TensorBoard process survived the test"
 
 
 # --------------------------------------------------------------------------- tests
@@ -268,4 +254,4 @@ def test_train_cli_tensorboard_url_answers(cli_command, tiny_ppo_sets, tmp_path)
         assert proc.poll() is None, "training ended before the check; the URL must be checked while it serves"
     finally:
         _kill_group(proc)
-    assert not _group_alive(proc.pid), "the training process (or its TensorBoard) survived the test"
+    assert not group_alive(proc.pid), "the training process (or its TensorBoard) survived the test"
