@@ -199,3 +199,17 @@ def running_jupyter_lab(root: Path, home: Path, base_url: str = "/") -> Iterator
             time.sleep(0.5)
         assert not left, f"processes of the test's JupyterLab survived: {left}"
         assert not group_alive(server.proc.pid), "the jupyter lab process group survived"
+
+
+def plays(video) -> None:
+    """Play ``video`` (muted: browsers refuse to autoplay sound) and wait until its time advances."""
+    video.scroll_into_view_if_needed()
+    video.evaluate("v => { v.muted = true; return v.play(); }")
+    video.evaluate("""v => new Promise((resolve, reject) => {
+        const t0 = v.currentTime, deadline = Date.now() + 20000;
+        (function poll() {
+            if (v.error) reject(new Error('video error ' + v.error.code));
+            else if (v.currentTime > t0 + 0.2 || v.currentTime < t0) resolve(true);
+            else if (Date.now() > deadline) reject(new Error('video does not advance'));
+            else setTimeout(poll, 100);
+        })(); })""")

@@ -41,7 +41,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, chromium_executable, running_jupyter_lab
+from browser_helpers import CHROMIUM_ARGS, chromium_executable, plays, running_jupyter_lab
 
 REPO = Path(__file__).resolve().parents[1]
 BOOK = REPO / "book"
@@ -233,17 +233,7 @@ def has_playable_video(page) -> None:
     page.wait_for_function(VIDEOS_READY_JS)
     videos = page.locator(".cell_output video")
     for i in range(videos.count()):
-        video = videos.nth(i)
-        video.scroll_into_view_if_needed()
-        video.evaluate("v => { v.muted = true; return v.play(); }")
-        video.evaluate("""v => new Promise((resolve, reject) => {
-            const t0 = v.currentTime, deadline = Date.now() + 20000;
-            (function poll() {
-                if (v.error) reject(new Error('video error ' + v.error.code));
-                else if (v.currentTime > t0 + 0.2 || v.currentTime < t0) resolve(true);   // playing (or looped)
-                else if (Date.now() > deadline) reject(new Error('video does not advance'));
-                else setTimeout(poll, 100);
-            })(); })""")
+        plays(videos.nth(i))
 
 
 # What each lecture page of the reduced site must show.

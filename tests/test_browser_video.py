@@ -19,7 +19,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from browser_helpers import CHROMIUM_ARGS, chromium_executable, running_jupyter_lab, save_screenshot
+from browser_helpers import CHROMIUM_ARGS, chromium_executable, plays, running_jupyter_lab, save_screenshot
 
 pytest.importorskip("imageio_ffmpeg", reason="MP4 videos need imageio-ffmpeg (rlcourse[video])")
 
@@ -44,20 +44,6 @@ VIDEOS_JS = """
     ({ready: !v.error && v.readyState >= 2 && v.videoWidth > 0 && v.duration > 0,
       src: (v.currentSrc || '').slice(0, 22)}))
 """
-
-
-def plays(video) -> None:
-    """Play ``video`` (muted: browsers refuse to autoplay sound) and wait until its time advances."""
-    video.scroll_into_view_if_needed()
-    video.evaluate("v => { v.muted = true; return v.play(); }")
-    video.evaluate("""v => new Promise((resolve, reject) => {
-        const t0 = v.currentTime, deadline = Date.now() + 20000;
-        (function poll() {
-            if (v.error) reject(new Error('video error ' + v.error.code));
-            else if (v.currentTime > t0 + 0.2 || v.currentTime < t0) resolve(true);
-            else if (Date.now() > deadline) reject(new Error('video does not advance'));
-            else setTimeout(poll, 100);
-        })(); })""")
 
 
 @pytest.mark.timeout(900)
