@@ -287,7 +287,10 @@ class Runner:
         self._open_outputs()
         steps_per_iter = algo.num_steps_per_env * env.num_envs * distributed.world_size()
         log_every = max(1, math.ceil(self.log_interval_steps / steps_per_iter))
-        obs, _ = env.reset(seed=algo.seed + algo.iteration)
+        # In inference mode like every step below: a batched env keeps buffers that its steps
+        # (inside inference mode) replaced, and a second learn() resets them in place.
+        with torch.inference_mode():
+            obs, _ = env.reset(seed=algo.seed + algo.iteration)
 
         from tqdm.auto import tqdm
 

@@ -206,6 +206,10 @@ def test_runs_through_the_ppo_runner_protocol():
     assert agent.global_step == 64
     act = agent.predict(torch.zeros(4, 36))
     assert act.shape == (4, 8) and act.abs().max() <= 1.0
+    # Training goes on where it stopped (SB3's learn(n) again): the env's buffers, replaced by
+    # steps taken in inference mode, are reset in place at the start of the second call.
+    agent.learn(128, eval_episodes=0, progress=False)
+    assert agent.global_step == 128
 
 
 def test_power_scale_multiplies_the_torque_beyond_the_control_range() -> None:
