@@ -337,9 +337,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_grade(args: argparse.Namespace) -> int:
-    # Skip jsonschema's optional rfc3987 grammar (a second of start-up; nbformat would load it),
-    # as every grading process does: see rlcourse.grading.release.NBGRADER_MAIN.
-    sys.modules.setdefault("rfc3987_syntax", None)
+    from rlcourse.grading import skip_unused_format_checkers
+
+    skip_unused_format_checkers()  # before nbformat: seconds of start-up (see there)
     from rlcourse.grading.pipeline import grade
 
     return grade(lab=args.lab, submissions=args.submissions, course_dir=args.course_dir, timeout=args.timeout,

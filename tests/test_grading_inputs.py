@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -227,9 +226,8 @@ def _batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, executor: _Executor,
            recorded: list[pipeline.Outcome], events: list[str]) -> pipeline._Batch:
     """A batch of lab 1 with a fresh SQLite gradebook, the ``executor`` stub and a guard that sees nothing."""
     db_url = f"sqlite:///{tmp_path / 'gradebook.db'}"
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     with pipeline._gradebook(db_url):
-        pass  # creates the gradebook's tables (nbgrader runs the environment's `alembic`)
+        pass  # creates the gradebook's tables
     return pipeline._Batch(tmp_path, LAB, executor, _Guard(), db_url, 60, recorded.append, None,
                            notes={"alice": "ignored x.ipynb"}, graded=_Graded(events))
 

@@ -148,20 +148,55 @@ def test_run_with_timeout_returns_the_exit_status(tmp_path: Path) -> None:
     assert code == 3 and "hi" in (tmp_path / "log.txt").read_text()
 
 
-def test_nbgrader_command_runs_nbgrader_without_the_slow_optional_import(tmp_path: Path) -> None:
-    from rlcourse.grading import release
+def test_nbgrader_command_starts_nbgrader_without_the_slow_import_and_alembic_process(tmp_path: Path) -> None:
+    import sqlite3
 
-    proc = subprocess.run(release.nbgrader_command(tmp_path, "--version"), cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env=release.nbgrader_env())
-    assert proc.returncode == 0 and "nbgrader version" in proc.stdout, proc.stderr
-    # The same start-up, then what every nbgrader command does: load and validate a notebook.
-    check = (release.NBGRADER_MAIN.split("from nbgrader")[0]
-             + "import nbformat; nbformat.validate(nbformat.v4.new_notebook()); "
-             + "print(sys.modules.get('rfc3987_syntax') is None, 'jsonschema' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=120)
-    assert proc.stdout.split() == ["True", "True"], proc.stderr
+    from rlcourse.grading import nbgrader_alembic_head, release
+
+    # The course's config file runs inside the nbgrader process: it reports what that process
+    # loaded, after what every nbgrader command does (load and validate a notebook).
+    seen = tmp_path / "seen.json"
+    (tmp_path / "autograder").mkdir()
+    (tmp_path / release.CONFIG_RELPATH).write_text(textwrap.dedent(f"""
+        import json, sys
+        import nbformat, nbgrader.api, rlcourse.grading
+        nbformat.validate(nbformat.v4.new_notebook())
+        with open({str(seen)!r}, "w") as f:
+            json.dump([sys.modules.get("rfc3987_syntax") is None, "jsonschema" in sys.modules,
+                       nbgrader.api.get_alembic_version is rlcourse.grading.nbgrader_alembic_head], f)
+        get_config().CourseDirectory.db_url = "sqlite:///{tmp_path / 'gradebook.db'}"
+    """))
+    # No `alembic` executable on PATH: a new gradebook must get its revision in-process.
+    env = {**release.nbgrader_env(), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(release.nbgrader_command(tmp_path, "db", "student", "add", "alice"), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(seen.read_text()) == [True, True, True]
+    with sqlite3.connect(tmp_path / "gradebook.db") as db:
+        assert db.execute("SELECT version_num FROM alembic_version").fetchall() == [(nbgrader_alembic_head(),)]
 
 
+def test_the_in_process_alembic_revision_is_what_nbgrader_gets_from_alembic_heads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """nbgrader's own get_alembic_version, with ``alembic -c INI heads`` run by alembic's command
+    function in this process (what the executable runs, without a new Python: 2.6 s)."""
+    import io
+
+    import nbgrader.api
+    from alembic import command
+    from alembic.config import Config
+
+    from rlcourse.grading import nbgrader_alembic_head
+
+    def alembic_cli(argv: list[str]) -> bytes:
+        assert argv[0] == "alembic" and argv[1] == "-c" and argv[3:] == ["heads"], argv
+        out = io.StringIO()
+        command.heads(Config(argv[2], stdout=out))
+        return out.getvalue().encode()
+
+    monkeypatch.setattr(nbgrader.api.sp, "check_output", alembic_cli)
+    expected = nbgrader.api.get_alembic_version()
+    assert len(expected) == 12 and nbgrader_alembic_head() == expected
 
 
 def test_grading_warns_when_the_pins_come_from_another_machine(tmp_path: Path, capsys: pytest.CaptureFixture,

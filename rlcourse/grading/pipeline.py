@@ -688,6 +688,9 @@ class _gradebook:
     def __init__(self, db_url: str) -> None:
         from nbgrader.api import Gradebook
 
+        from rlcourse.grading import use_in_process_alembic
+
+        use_in_process_alembic()  # a new gradebook without an `alembic` subprocess (2.6 s)
         self.gb = Gradebook(db_url)
 
     def __enter__(self) -> Any:

@@ -23,9 +23,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Skip jsonschema's optional "iri" format checker (seconds of grammar compiling at import), as
-# every nbgrader process of the pipeline does: see rlcourse.grading.release.NBGRADER_MAIN.
-sys.modules.setdefault("rfc3987_syntax", None)
+from rlcourse.grading import skip_unused_format_checkers
+
+skip_unused_format_checkers()  # before nbformat: seconds of start-up (see there)
 
 import nbformat  # noqa: E402 (after the line above)
 from nbclient import NotebookClient  # noqa: E402
