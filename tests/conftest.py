@@ -162,7 +162,7 @@ GROUP_SECONDS = {
     "test_labs_roundtrip.py[lab1_dqn]": 90, "test_learning_offpolicy.py[dqn-cartpole]": 200,
     "test_learning_offpolicy.py[sac-pendulum]": 90, "test_learning_offpolicy.py[ddpg-pendulum]": 70,
     "test_grading_hostile.py": 150, "test_grading_inputs.py": 105, "test_grading_parallel.py": 240,
-    "test_locomotion_learning.py": 165, "test_labs_in_sync.py": 60,
+    "test_locomotion_learning.py": 45, "test_labs_in_sync.py": 60,
     # one group per lecture (test_course_notebooks.py), so the lectures spread over both workers
     "test_course_notebooks.py[07_domain_randomization_and_sim_to_real]": 110,
     "test_course_notebooks.py[08_monitoring_and_deployment]": 75,

@@ -28,15 +28,16 @@ def forward_distance(policy, episodes: int = 8, episode_length: int = 200, seed:
 def test_ppo_walks_forward_on_ant():
     env = make("Ant", num_envs=128, seed=0)
     agent = rlcourse.PPO(env, seed=0)                      # presets/ppo.yaml "Ant"
-    agent.learn(300 * 128 * 16, eval_episodes=0, progress=False)   # 300 iterations, 614,400 steps
     baseline = forward_distance(lambda obs: torch.zeros(obs.shape[0], 8))
-    walked = forward_distance(agent.inference_policy())
-    print(f"forward distance {walked:.2f} m in 10 s (standing still: {baseline:.2f} m)")
-    # Standing still moves ~0 m. How far the deterministic policy walks in 10 s (200 control
-    # steps), measured on 2 CPU cores: after 100 iterations it is anywhere from 0.1 to 2.7 m
-    # (runs that differ only in floating-point details, e.g. the CPU model, land far apart);
-    # the gait appears between 150 and 250 iterations: seeds 1 / 2 / 3 walked 0.9 / 0.3 / 2.7 m
-    # after 150, 1.2 / 0.6 / 1.8 m after 200 and 9.4 / 6.9 / 9.8 m after 250 (~45 s per 100
-    # iterations on a quiet machine). The full preset (1M steps) reaches ~2 m/s.
-    assert abs(baseline) < 0.3
-    assert walked > 2.0, f"forward distance {walked:.2f} m in 10 s"
+    # Trained in blocks of 25 iterations (51,200 steps) until the deterministic policy walks
+    # 8 m in 10 s (0.8 m/s), at most 300 iterations (614,400 steps; make train runs 1M).
+    # Measured on 2 CPU cores, seed 0: 1.3 / 0.7 / 7.1 / 3.6 / 2.2 m after 25-125 iterations
+    # (the policy lunges forward, then loses it again), 11.5 m after 150 (31 s in all).
+    walked, iterations = 0.0, 0
+    while walked <= 8.0 and iterations < 300:
+        iterations += 25
+        agent.learn(iterations * 128 * 16, eval_episodes=0, progress=False)
+        walked = forward_distance(agent.inference_policy())
+        print(f"{iterations} iterations: forward distance {walked:.2f} m in 10 s")
+    assert abs(baseline) < 0.3   # standing still moves ~0 m
+    assert walked > 8.0, f"forward distance {walked:.2f} m in 10 s after {iterations} iterations"

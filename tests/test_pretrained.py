@@ -23,7 +23,7 @@ def test_the_checkpoint_matches_its_recipe() -> None:
     state = torch.load(rlcourse.pretrained.path("ant_walker"), map_location="cpu", weights_only=False)
     assert state["algo"] == recipe["algo"].lower() and state["env_spec"]["env_id"] == recipe["task"]
     assert state["seed"] == recipe["seed"] and state["global_step"] >= recipe["total_steps"]
-    preset = load_preset("ppo", recipe["preset"])["hyperparameters"]
+    preset = {**load_preset("ppo", recipe["preset"])["hyperparameters"], **recipe.get("hyperparameters", {})}
     as_list = lambda v: list(v) if isinstance(v, (tuple, list)) else v  # noqa: E731  (YAML gives lists)
     assert {k: as_list(state["config"][k]) for k in preset} == {k: as_list(v) for k, v in preset.items()}
 
