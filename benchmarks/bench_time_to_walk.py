@@ -20,8 +20,9 @@ that walks >= 1.0 m/s, so it is resolved to one evaluation interval.
 
 The two trainings are *interleaved* in one process: each runs until its next evaluation and then
 hands over to the other (two threads, only one ever running), so load changes on a shared
-machine hit both alike. The Quadruped part (``--quadruped-seeds``) trains the same recipe on
-``Quadruped`` with its random velocity commands and measures the training time until the
+machine hit both alike. The Quadruped part (``--quadruped-seeds``) trains with the
+``Quadruped`` preset (``rlcourse train ppo --env Quadruped``'s recipe) on the task's random
+velocity commands and measures the training time until the
 deterministic policy, commanded (1 m/s, 0, 0), moves forward at >= 0.8 m/s (within 20 % of the
 command) with no falls (a fall is the base touching the ground).
 
@@ -156,24 +157,26 @@ def eval_sb3(model: Any, vecnorm: Any, episodes: int) -> dict[str, float]:
 OVERRIDES: dict[str, Any] = {}
 
 
-def preset_recipe() -> dict[str, Any]:
-    """``rlcourse train ppo --env Ant``'s settings: the preset's envs and hyperparameters (plus ``--set``)."""
+def preset_recipe(env_id: str = "Ant") -> dict[str, Any]:
+    """``rlcourse train ppo --env ENV_ID``'s settings: the preset's envs and hyperparameters (the
+    Ant's plus ``--set``)."""
     from rlcourse.algos import load_preset
 
-    recipe = load_preset("ppo", "Ant")
-    recipe["hyperparameters"].update(OVERRIDES)
+    recipe = load_preset("ppo", env_id)
+    if env_id == "Ant":
+        recipe["hyperparameters"].update(OVERRIDES)
     return recipe
 
 
 def train_ours(env_id: str, seed: int, turns: Turns | None, name: str, args: argparse.Namespace,
                until: Callable[[dict[str, float]], bool], max_seconds: float, budget: float,
                env_kwargs: dict[str, Any] | None = None, eval_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train PPO with the Ant preset's recipe on ``env_id``; evaluate every ``eval_interval``
+    """Train PPO with ``env_id``'s preset recipe; evaluate every ``eval_interval``
     training seconds; stop at ``max_seconds``, or once past ``budget`` when ``until(eval)`` held."""
     from rlcourse import PPO, envs
     from rlcourse.runner import Runner
 
-    recipe = preset_recipe()
+    recipe = preset_recipe(env_id)
     env = envs.make(env_id, num_envs=recipe["num_envs"], seed=seed, **(env_kwargs or {}))
     eval_env = envs.make(env_id, num_envs=args.eval_episodes, seed=EVAL_SEED, **(eval_kwargs or env_kwargs or {}))
     agent = PPO(env, seed=seed, preset=None, **recipe["hyperparameters"])
@@ -377,15 +380,19 @@ def main() -> None:
                   f"{'> %.0f' % args.max_seconds if med == float('inf') else '%.1f' % med} s "
                   f"(target <= {args.budget:.0f} s: {verdict}); SB3 reached {WALK_SPEED:.1f} m/s on "
                   f"{sum(r['sb3']['first'] is not None for _, r in rows)} of {len(rows)} seeds within {args.budget:.0f} s"]
+    quad = preset_recipe("Quadruped")
     for seed, q in quad_rows:
         best = max(q["evals"], key=lambda e: e["speed"])
         lines.append(
-            f"- Quadruped seed {seed} (same recipe, random commands; evaluated at the command (1 m/s, 0, 0)): "
+            f"- Quadruped seed {seed} (its own preset: {quad['num_envs']} envs x "
+            f"{quad['hyperparameters'].get('num_steps_per_env')} steps, random commands; evaluated at the command "
+            "(1 m/s, 0, 0)): "
             f"tracks >= {QUAD_TRACK_SPEED} m/s with no falls after {fmt_time(q['first'], args.quadruped_seconds)}; "
             f"best evaluation {best['speed']:.2f} m/s at {best['t']:.0f} s, falls {best['falls']}/{best['episodes']}; "
             f"{q['steps_per_s']:.0f} env steps/s")
     lines.append(f"- command: `.venv/bin/python benchmarks/bench_time_to_walk.py --seeds {args.seeds} "
-                 f"--budget {args.budget:g} --max-seconds {args.max_seconds:g} --quadruped-seeds '{args.quadruped_seeds}'"
+                 f"--budget {args.budget:g} --max-seconds {args.max_seconds:g} --quadruped-seeds '{args.quadruped_seeds}' "
+                 f"--quadruped-seconds {args.quadruped_seconds:g}"
                  + "".join(f" --set {item}" for item in args.set) + "`")
     body = "\n".join(lines)
     print(body)
