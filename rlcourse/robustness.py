@@ -46,11 +46,15 @@ SWEEPS: dict[str, Callable[[float], dict[str, Any]]] = {
     "joint_damping_scale": _fixed("joint_damping"),
     "gravity_scale": _fixed("gravity"),
     "action_latency": lambda v: {"action_latency": {"range": [int(v), int(v)], "mode": "startup"}},
+    "action_latency_physics_steps": lambda v: {"action_latency": {"range": [int(v), int(v)], "mode": "startup",
+                                                                  "unit": "physics_steps"}},
     "obs_noise_std": lambda v: {"obs_noise": {"range": [0.0, v]}},
     "action_noise_std": lambda v: {"action_noise": {"range": [0.0, v]}},
 }
 """Supported sweep keys. Scales multiply the nominal value; ``added_mass`` adds kg to the robot's
-floating base (the torso of the Ant and the Humanoid, the base of the Quadruped)."""
+floating base (the torso of the Ant and the Humanoid, the base of the Quadruped);
+``action_latency`` counts whole control steps, ``action_latency_physics_steps`` physics steps
+(10 ms each on the Ant, whose control step is 5 of them)."""
 
 
 def _root_body_name(task: str, env_kwargs: Mapping[str, Any]) -> str:

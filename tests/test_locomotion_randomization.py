@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from rlcourse.envs import make
+from rlcourse.envs.locomotion.randomization import ActionLatency as ActionLatencyRef
 
 
 def synced(env) -> None:
@@ -120,6 +121,66 @@ def test_action_latency_delays_actions_by_whole_control_steps():
     assert torch.equal(delayed.actions, acts[-1])
 
 
+def replay_with_substep_latency(env, acts, k: int) -> None:
+    """Step ``env`` (latency ``k`` physics steps) with ``acts`` and, next to it, a bare MujocoBatch
+    of the same model fed by hand: physics step ``j`` of control step ``t`` applies the action
+    sent ``k`` physics steps earlier, the action of control step ``floor((5 t + j - k) / 5)``
+    (zeros before the episode's first action). Their states must match exactly."""
+    from rlcourse.envs.locomotion.backend import MujocoBatch
+
+    env.reset()
+    bare = MujocoBatch(env.model, env.num_envs, nthread=1)
+    bare.state[:] = env.sim.state
+    dec = env.decimation
+    for t, a in enumerate(acts):
+        env.step(a)
+        ctrl = np.zeros((env.num_envs, dec, 8))
+        for j in range(dec):
+            sent = (dec * t + j - k) // dec
+            if sent >= 0:
+                ctrl[:, j] = acts[sent].numpy()
+        bare.step(ctrl, dec)
+        np.testing.assert_array_equal(env.sim.state, bare.state)
+    bare.close()
+
+
+@pytest.mark.parametrize("k", [0, 2, 4, 7])
+def test_action_latency_in_physics_steps_holds_the_previous_action(k):
+    g = torch.Generator().manual_seed(k)
+    acts = [torch.rand(2, 8, generator=g) * 2 - 1 for _ in range(8)]
+    env = make("Ant", num_envs=2, seed=0, randomization={"action_latency": {"range": [k, k], "unit": "physics_steps"}})
+    assert env.dr.latency.tolist() == [k, k] and env.dr.max_latency == k // 5 + 1
+    replay_with_substep_latency(env, acts, k)
+
+
+def test_action_latency_in_physics_steps_of_a_whole_control_step_is_a_control_step():
+    g = torch.Generator().manual_seed(0)
+    acts = [torch.rand(2, 8, generator=g) * 2 - 1 for _ in range(8)]
+    sub = make("Ant", num_envs=2, seed=0, randomization={"action_latency": {"range": [5, 5], "unit": "physics_steps"}})
+    whole = make("Ant", num_envs=2, seed=0, randomization={"action_latency": {"range": [1, 1]}})
+    sub.reset()
+    whole.reset()
+    for a in acts:
+        sub.step(a)
+        whole.step(a)
+        np.testing.assert_array_equal(sub.sim.state, whole.sim.state)
+
+
+def test_action_latency_in_physics_steps_uses_the_given_buffer_class_twice():
+    made = []
+
+    class Recording(ActionLatencyRef):
+        def __init__(self, num_envs, num_actions, max_latency):
+            super().__init__(num_envs, num_actions, max_latency)
+            made.append(self)
+
+    env = make("Ant", num_envs=3, seed=0, randomization={"action_latency": {"range": [0, 6], "unit": "physics_steps"}})
+    env.dr.override(latency_buffer=Recording)
+    assert len(made) == 2 and all(b.history.shape == (3, 3, 8) for b in made)
+    k = env.dr.latency
+    assert made[0].delays.tolist() == (k // 5).tolist() and made[1].delays.tolist() == (k // 5 + 1).tolist()
+
+
 def test_latency_is_drawn_per_env_within_range():
     env = make("Ant", num_envs=64, seed=0, randomization={"action_latency": {"range": [0, 3]}})
     env.reset()
@@ -203,6 +264,8 @@ def test_linear_schedule_grows_the_deviation_from_no_change():
          r"\['action_latency'\]\.schedule: not supported"),
         ({"push": {"interval": 10, "velocity_range": {"x": [0, 1]}, "range": [0, 1]}}, r"\['push'\]\.range: pushes are set by"),
         ({"action_latency": {"range": [0, 1.5]}}, r"\['action_latency'\]\.range: latency is a uniform integer"),
+        ({"action_latency": {"range": [0, 2], "unit": "ms"}}, r"\['action_latency'\]\.unit: must be one of"),
+        ({"friction": {"range": [0.5, 1.0], "unit": "physics_steps"}}, r"\['friction'\]\.unit: only valid for"),
         ({"push": {"interval": 10}}, r"\['push'\]\.velocity_range"),
         ({"push": {"interval": 10, "velocity_range": {"w": [0, 1]}}}, r"\['push'\]\.velocity_range\.w: unknown axis"),
         ({"obs_noise": {"range": [0.0, 0.1], "mode": "reset"}}, r"\['obs_noise'\]\.mode"),

@@ -31,6 +31,19 @@ def test_grid_rows_and_the_swept_physics_matter():
     assert "| actuator_strength | mass_scale | episode_return_mean" in res.to_markdown()
 
 
+def test_latency_in_physics_steps_sweeps_between_whole_control_steps():
+    """The Ant's control step is 5 physics steps: a latency of 0 or 5 physics steps is one of 0 or 1
+    control steps exactly, and 2 physics steps is a robot of its own."""
+    def feedback(obs: torch.Tensor) -> torch.Tensor:    # reacts to the joints, so a delay changes the motion
+        return torch.sin(5.0 * obs[:, 12:20] + 3.0 * obs[:, 20:28])
+
+    kw = dict(episodes=2, num_envs=2, env_kwargs=SHORT)
+    sub = rlcourse.evaluate_robustness(feedback, "Ant", sweep={"action_latency_physics_steps": [0, 2, 5]}, **kw).grid()
+    whole = rlcourse.evaluate_robustness(feedback, "Ant", sweep={"action_latency": [0, 1]}, **kw).grid()
+    assert sub[0] == whole[0] and sub[2] == whole[1]
+    assert sub[1] not in (sub[0], sub[2])
+
+
 def test_same_sweep_same_numbers():
     kw = dict(sweep={"friction": [0.3, 1.0]}, episodes=2, num_envs=2, env_kwargs=SHORT)
     a = rlcourse.evaluate_robustness(push_all_joints, "Ant", **kw)

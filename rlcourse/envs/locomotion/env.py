@@ -3,7 +3,8 @@
 One :meth:`MujocoLocomotionEnv.step` runs, in Isaac Lab ``DirectRLEnv.step`` order:
 
 1. validate the actions, add action noise, clip to ``[-clip_actions, clip_actions]``;
-2. action latency (the actuators get the action from ``k`` steps ago);
+2. action latency (the actuators get the action from ``k`` control steps ago, or, for a
+   latency in physics steps, the previous action for the first physics steps);
 3. ``decimation`` physics steps for every env in one ``mujoco.rollout`` call;
 4. ``episode_length += 1``; refresh the batched state tensors;
 5. terminations (task rule, or a diverged simulation) and time-outs
@@ -135,7 +136,7 @@ class MujocoLocomotionEnv(VecEnv):
         try:
             self.reward_terms = merge_reward_terms(self.default_rewards(), rewards)
             self.dr = DomainRandomization(randomization, self.sim, self.num_actions, self.dr_generator, self.device,
-                                          joint_dofs=self.act_dof_idx)
+                                          joint_dofs=self.act_dof_idx, decimation=decimation)
         except Exception:
             self.sim.close()            # do not leak the rollout thread pool on a bad config
             raise
@@ -281,7 +282,10 @@ class MujocoLocomotionEnv(VecEnv):
         self.prev_actions = self.actions
         self.actions = actions.clamp(-self.clip_actions, self.clip_actions)
         applied = self.dr.delay_actions(self.actions)
-        diverged = self.sim.step(self._action_to_ctrl(applied), self.decimation)
+        # (N, nu), or (N, decimation, nu) when a latency in physics steps holds the previous
+        # action for the first physics steps of this control step.
+        ctrl = self.dr.substep_ctrl(self._action_to_ctrl(applied), self._action_to_ctrl)
+        diverged = self.sim.step(ctrl, self.decimation)
 
         self.episode_length += 1
         self._refresh()

@@ -11,6 +11,8 @@ The config is a dict ``{parameter: term}``; every term is a dict::
         "obs_noise":    {"range": [0.0, 0.01]},          # gaussian [mean, std], every step
         "action_noise": {"range": [0.0, 0.02]},
         "action_latency": {"range": [0, 2]},             # whole control steps, per env
+        # or in physics steps: 0-40 ms on a 10 ms physics step, per env
+        # "action_latency": {"range": [0, 4], "unit": "physics_steps"},
         "push": {"interval": [100, 200], "velocity_range": {"x": [-0.5, 0.5], "y": [-0.5, 0.5]}},
     }
 
@@ -40,6 +42,8 @@ Keys of a term (all optional except ``range``):
     names of the bodies (``mass``) or geoms (``friction``) to randomize; default: all.
 ``axes``
     for ``gravity``: which components to randomize (default ``"xyz"``).
+``unit``
+    for ``action_latency``: ``control_steps`` (default) or ``physics_steps`` (see below).
 
 What each parameter changes in the per-env ``MjModel``:
 
@@ -61,7 +65,14 @@ What each parameter changes in the per-env ``MjModel``:
 ``obs_noise``          added to the observation every step (one draw per element)
 ``action_noise``       added to the policy action before clipping, every step
 ``action_latency``     the physics receives the action from ``k`` control steps ago,
-                       ``k`` an integer in ``[low, high]`` drawn per env
+                       ``k`` an integer in ``[low, high]`` drawn per env. With
+                       ``unit: physics_steps``, ``k`` counts physics steps (``decimation``
+                       of them per control step): a command reaches the actuators ``k``
+                       physics steps after the policy sent it, so with ``k = q *
+                       decimation + r`` the first ``r`` physics steps of a control step
+                       still apply the action from ``q + 1`` control steps ago and the
+                       rest the one from ``q`` steps ago (a latency shorter than one
+                       control step, e.g. 0-40 ms on the Ant's 50 ms step)
 ``push``               adds a random velocity to the root (``velocity_range`` keys
                        ``x y z`` in the world frame, ``roll pitch yaw`` in the body
                        frame, MuJoCo's free-joint convention)
@@ -97,7 +108,8 @@ OPERATIONS = ("scaling", "additive")
 MODES = ("startup", "reset", "interval")
 PUSH_AXES = ("x", "y", "z", "roll", "pitch", "yaw")
 _KEYS = {"range", "distribution", "operation", "mode", "interval", "schedule", "schedule_steps",
-         "bodies", "geoms", "axes", "velocity_range"}
+         "bodies", "geoms", "axes", "velocity_range", "unit"}
+LATENCY_UNITS = ("control_steps", "physics_steps")
 
 
 # --------------------------------------------------------------------------- building blocks
@@ -175,6 +187,7 @@ class Term:
     schedule: str = "constant"
     schedule_steps: int = 0
     targets: np.ndarray | None = None
+    unit: str = "control_steps"
     velocity_range: dict[str, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     @property
@@ -310,9 +323,15 @@ def _parse_term(name: str, raw: Mapping[str, Any], model: mujoco.MjModel) -> Ter
             raise _err(name, "range", f"loguniform needs low > 0, got {lo}")
     t.range = (lo, hi)
 
+    if "unit" in raw and name != "action_latency":
+        raise _err(name, "unit", "only valid for 'action_latency'")
     if name == "action_latency":
+        t.unit = raw.get("unit", "control_steps")
+        if t.unit not in LATENCY_UNITS:
+            raise _err(name, "unit", f"must be one of {LATENCY_UNITS}, got {t.unit!r}")
         if t.distribution != "uniform" or lo != int(lo) or hi != int(hi) or lo < 0:
-            raise _err(name, "range", f"latency is a uniform integer number of control steps >= 0, got {raw['range']!r}")
+            raise _err(name, "range", f"latency is a uniform integer number of {t.unit.replace('_', ' ')} >= 0, "
+                                      f"got {raw['range']!r}")
         if t.mode == "interval":
             raise _err(name, "mode", "latency is drawn at 'startup' or 'reset'")
         return t
@@ -396,6 +415,7 @@ class DomainRandomization:
         generator: torch.Generator,
         device: torch.device,
         joint_dofs: np.ndarray,
+        decimation: int = 1,
     ) -> None:
         self.sim = sim
         self.terms = parse_config(cfg, sim.model)
@@ -417,14 +437,30 @@ class DomainRandomization:
         n = self.num_envs
         self._next_draw = {k: np.zeros(n, dtype=np.int64) for k, t in self.terms.items() if t.mode == "interval"}
         lat = self.terms.get("action_latency")
-        self.max_latency = int(lat.range[1]) if lat else 0
+        self.decimation = int(decimation)
+        # A latency of k physics steps is q = k // decimation whole control steps plus r = k %
+        # decimation physics steps: the actuators hold the action from q + 1 steps ago for the
+        # first r physics steps of a control step, then get the one from q steps ago. Two
+        # buffers of control-step delays (q and q + 1) give both; the second one exists only
+        # for latencies in physics steps. max_latency is in control steps (the buffers' depth).
+        self.substep_latency = lat is not None and lat.unit == "physics_steps"
+        if lat is None:
+            self.max_latency = 0
+        elif self.substep_latency:
+            self.max_latency = int(lat.range[1]) // self.decimation + 1
+        else:
+            self.max_latency = int(lat.range[1])
         self.latency = torch.zeros(n, dtype=torch.long, device=device)
+        """Each env's latency, in the term's unit (control or physics steps)."""
         # The building blocks in use; override() replaces them with a user's (lab 4).
         self._sample_fn: Callable[..., Any] = sample
         self._randomize_fn: Callable[..., Any] = randomize
         self._obs_noise_fn: Callable[..., Any] | None = None   # None: gaussian noise drawn by _sample_fn
         self._draw_latency_fn: Callable[..., Any] = draw_latency
         self._latency_buffer: Any = ActionLatency(n, num_actions, self.max_latency, device=device)
+        self._held_buffer: Any = ActionLatency(n, num_actions, self.max_latency, device=device) \
+            if self.substep_latency else None
+        self._held: torch.Tensor | None = None      # the actions still held at the start of this step
 
     @property
     def enabled(self) -> bool:
@@ -450,7 +486,8 @@ class DomainRandomization:
                 observation (the same noise goes into ``extras["final_obs"]``).
             draw_latency: ``draw_latency(low, high, n, generator) -> LongTensor`` of per-env delays.
             latency_buffer: a class ``latency_buffer(num_envs, num_actions, max_latency)`` with
-                ``reset(env_ids, delays)`` and ``step(actions) -> delayed actions``.
+                ``reset(env_ids, delays)`` and ``step(actions) -> delayed actions`` (a latency in
+                physics steps uses two of them: delays ``q`` and ``q + 1`` control steps).
 
         Every value drawn so far is drawn again with the new functions (as at construction).
         A function left out (``None``) is the module's own.
@@ -459,10 +496,10 @@ class DomainRandomization:
         self._randomize_fn = _default_randomize if randomize is None else randomize
         self._obs_noise_fn = obs_noise
         self._draw_latency_fn = _default_draw_latency if draw_latency is None else draw_latency
-        if latency_buffer is None:
-            self._latency_buffer = ActionLatency(self.num_envs, self.num_actions, self.max_latency, device=self.device)
-        else:
-            self._latency_buffer = latency_buffer(self.num_envs, self.num_actions, self.max_latency)
+        make_buffer = latency_buffer or (lambda n, a, k: ActionLatency(n, a, k, device=self.device))
+        self._latency_buffer = make_buffer(self.num_envs, self.num_actions, self.max_latency)
+        if self.substep_latency:
+            self._held_buffer = make_buffer(self.num_envs, self.num_actions, self.max_latency)
         self.startup()
 
     # ------------------------------------------------------------------ sampling
@@ -561,7 +598,7 @@ class DomainRandomization:
                 self._draw_interval(name, all_ids)
         if "action_latency" in self.terms:
             self._draw_latency(all_ids)
-        self._latency_buffer.reset(torch.arange(self.num_envs, device=self.device), self.latency.clone())
+        self._reset_buffers(torch.arange(self.num_envs, device=self.device))
 
     def on_reset(self, env_ids: np.ndarray) -> None:
         """Re-draw the ``mode: reset`` terms for the envs being reset; clear their action history."""
@@ -571,8 +608,16 @@ class DomainRandomization:
         if "action_latency" in self.terms and self.terms["action_latency"].mode == "reset":
             self._draw_latency(env_ids)
         if self.max_latency > 0:     # without latency the buffer is never read (delay_actions)
-            ids = torch.as_tensor(env_ids, device=self.device)
+            self._reset_buffers(torch.as_tensor(env_ids, device=self.device))
+
+    def _reset_buffers(self, ids: torch.Tensor) -> None:
+        """Clear the action history of the envs ``ids`` and set their delays (in control steps)."""
+        if not self.substep_latency:
             self._latency_buffer.reset(ids, self.latency[ids].clone())
+            return
+        whole = torch.div(self.latency[ids], self.decimation, rounding_mode="floor")
+        self._latency_buffer.reset(ids, whole.clone())
+        self._held_buffer.reset(ids, whole + 1)
 
     def on_step(self) -> bool:
         """Advance the step counter; apply due interval terms. Returns True if a push changed the state."""
@@ -603,8 +648,8 @@ class DomainRandomization:
     def _draw_latency(self, env_ids: np.ndarray) -> None:
         lo, hi = (int(v) for v in self.terms["action_latency"].range)
         k = torch.as_tensor(self._draw_latency_fn(lo, hi, len(env_ids), self.generator), dtype=torch.long)
-        if k.shape != (len(env_ids),) or bool(((k < 0) | (k > self.max_latency)).any()):
-            raise ValueError(f"draw_latency must return {len(env_ids)} integers in [0, {self.max_latency}]")
+        if k.shape != (len(env_ids),) or bool(((k < 0) | (k > hi)).any()):
+            raise ValueError(f"draw_latency must return {len(env_ids)} integers in [0, {hi}]")
         self.latency[torch.as_tensor(env_ids, device=self.device)] = k.to(self.device)
         self.values["action_latency"] = self.latency.cpu().numpy()
 
@@ -617,10 +662,28 @@ class DomainRandomization:
         return actions + torch.from_numpy(self.sample(t, tuple(actions.shape))).to(actions.device, actions.dtype)
 
     def delay_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """The action each env's actuators receive this step: the one from ``latency[i]`` steps ago."""
+        """The action each env's actuators receive this step: the one from ``latency[i]`` steps ago
+        (latency in control steps), or, for a latency in physics steps, the one they receive once
+        the first ``latency[i] % decimation`` physics steps are over (see :meth:`substep_ctrl`)."""
         if self.max_latency == 0:
             return actions
+        if self.substep_latency:
+            held = self._held_buffer.step(actions)
+            self._held = torch.as_tensor(held, dtype=actions.dtype, device=actions.device)
         return torch.as_tensor(self._latency_buffer.step(actions), dtype=actions.dtype, device=actions.device)
+
+    def substep_ctrl(self, ctrl: np.ndarray, action_to_ctrl: Callable[[torch.Tensor], np.ndarray]) -> np.ndarray:
+        """The controls of this control step's physics steps: ``ctrl`` ``(N, nu)`` (from
+        :meth:`delay_actions`' action) unchanged without a latency in physics steps; else
+        ``(N, decimation, nu)``, where env ``i``'s first ``latency[i] % decimation`` physics steps
+        still get the control of the action from one control step earlier (``action_to_ctrl``
+        maps it to controls)."""
+        if not self.substep_latency or self._held is None:
+            return ctrl
+        held = action_to_ctrl(self._held)
+        rest = (self.latency % self.decimation).cpu().numpy()
+        late = np.arange(self.decimation)[None, :] < rest[:, None]            # (N, decimation)
+        return np.where(late[:, :, None], np.asarray(held)[:, None, :], np.asarray(ctrl)[:, None, :])
 
     def observation_noise(self, shape: tuple[int, ...]) -> torch.Tensor | None:
         """Additive observation noise for this step, or ``None`` when disabled."""
