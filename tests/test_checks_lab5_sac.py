@@ -36,31 +36,117 @@ def _numbers(values: torch.Tensor, digits: int = 4) -> list[str]:
 
 
 # --------------------------------------------------------------------------- wrong student code
-def target_no_dones(r, q1, q2, lp, d, gamma, alpha):
-    # The pipeline's wrong_target student: forgets (1 - dones).
-    return r + gamma * (torch.min(q1, q2) - alpha * lp)
+def critic_loss_parts(batch, next_actions, next_log_prob, critics, critic_targets, gamma, alpha, *, mask=None,
+                      pick=torch.min, entropy=-1.0, target_net=None, target_actions=None, no_grad=True):
+    """A student's critic loss, written out; the keyword arguments are the slips students make."""
+    net = critic_targets if target_net is None else target_net
+    a_next = next_actions if target_actions is None else target_actions
+    with torch.no_grad() if no_grad else torch.enable_grad():
+        q1_next, q2_next = net(batch.next_obs, a_next)
+        soft = pick(q1_next, q2_next) + entropy * alpha * next_log_prob
+        stop = batch.dones if mask is None else mask
+        y = batch.rewards + gamma * (1 - stop) * soft
+    q1, q2 = critics(batch.obs, batch.actions)
+    return F.mse_loss(q1, y) + F.mse_loss(q2, y)
 
 
-def target_max(r, q1, q2, lp, d, gamma, alpha):
-    return r + gamma * (1 - d) * (torch.max(q1, q2) - alpha * lp)
+def critic_time_outs_terminal(batch, *args):
+    # The pipeline's wrong_critic_loss student: a time-out stops the bootstrap like a fall.
+    return critic_loss_parts(batch, *args, mask=torch.clamp(batch.dones + batch.time_outs, max=1.0))
 
 
-def target_no_entropy(r, q1, q2, lp, d, gamma, alpha):
-    return r + gamma * (1 - d) * torch.min(q1, q2)
+def critic_no_dones(batch, *args):
+    return critic_loss_parts(batch, *args, mask=torch.zeros_like(batch.dones))
 
 
-def target_entropy_sign(r, q1, q2, lp, d, gamma, alpha):
-    return r + gamma * (1 - d) * (torch.min(q1, q2) + alpha * lp)
+def critic_max(*args):
+    return critic_loss_parts(*args, pick=torch.max)
 
 
-def target_mean_of_critics(r, q1, q2, lp, d, gamma, alpha):
-    return r + gamma * (1 - d) * (0.5 * (q1 + q2) - alpha * lp)
+def critic_mean_of_targets(*args):
+    return critic_loss_parts(*args, pick=lambda a, b: 0.5 * (a + b))
 
 
-def target_float_alpha_only(r, q1, q2, lp, d, gamma, alpha):
-    if isinstance(alpha, torch.Tensor):
+def critic_no_entropy(*args):
+    return critic_loss_parts(*args, entropy=0.0)
+
+
+def critic_entropy_sign(*args):
+    return critic_loss_parts(*args, entropy=+1.0)
+
+
+def critic_online_target(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    return critic_loss_parts(batch, na, nlp, critics, critic_targets, gamma, alpha, target_net=critics)
+
+
+def critic_stored_actions(batch, *args):
+    return critic_loss_parts(batch, *args, target_actions=batch.actions)
+
+
+def critic_target_with_gradient(*args):
+    return critic_loss_parts(*args, no_grad=False)
+
+
+def critic_first_only(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    with torch.no_grad():
+        q1n, q2n = critic_targets(batch.next_obs, na)
+        y = batch.rewards + gamma * (1 - batch.dones) * (torch.min(q1n, q2n) - alpha * nlp)
+    return F.mse_loss(critics(batch.obs, batch.actions)[0], y)
+
+
+def critic_min_regressed(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    with torch.no_grad():
+        q1n, q2n = critic_targets(batch.next_obs, na)
+        y = batch.rewards + gamma * (1 - batch.dones) * (torch.min(q1n, q2n) - alpha * nlp)
+    return F.mse_loss(critics(batch.obs, batch.actions).min(dim=0).values, y)
+
+
+def critic_mean_of_losses(*args):
+    return 0.5 * reference.sac_critic_loss(*args)
+
+
+def critic_no_gamma(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    return critic_loss_parts(batch, na, nlp, critics, critic_targets, 1.0, alpha)
+
+
+def critic_per_critic_targets(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    """Each critic regressed on its own target critic's value: no clipped double-Q at all."""
+    with torch.no_grad():
+        q_next = critic_targets(batch.next_obs, na) - alpha * nlp
+        y = batch.rewards + gamma * (1 - batch.dones) * q_next   # (2, B)
+    return F.mse_loss(critics(batch.obs, batch.actions), y) * 2
+
+
+def critic_detached(*args):
+    return reference.sac_critic_loss(*args).detach().requires_grad_(True)
+
+
+def critic_in_place(batch, *args):
+    out = reference.sac_critic_loss(batch, *args)
+    batch.rewards.zero_()
+    return out
+
+
+def critic_float_alpha_only(*args):
+    if isinstance(args[-1], torch.Tensor):
         raise TypeError("alpha must be a float")
-    return reference.sac_critic_target(r, q1, q2, lp, d, gamma, alpha)
+    return reference.sac_critic_loss(*args)
+
+
+def critic_with_huber(batch, na, nlp, critics, critic_targets, gamma, alpha):
+    with torch.no_grad():
+        q1n, q2n = critic_targets(batch.next_obs, na)
+        y = batch.rewards + gamma * (1 - batch.dones) * (torch.min(q1n, q2n) - alpha * nlp)
+    q1, q2 = critics(batch.obs, batch.actions)
+    return F.smooth_l1_loss(q1, y) + F.smooth_l1_loss(q2, y)
+
+
+def critic_written_out(batch, next_actions, next_log_prob, critics, critic_targets, gamma, alpha):
+    """Correct: the target detached instead of no_grad, the squared errors written out."""
+    q1_next, q2_next = critic_targets(batch.next_obs, next_actions)
+    y = (batch.rewards + gamma * (1.0 - batch.dones) * (torch.min(q1_next, q2_next) - alpha * next_log_prob)).detach()
+    q = critics(batch.obs, batch.actions)
+    return ((q - y) ** 2).mean(dim=1).sum()
 
 
 def _gaussian(u, m, ls):
@@ -97,21 +183,87 @@ def log_prob_with_distributions(u, m, ls):
     return (_gaussian(u, m, ls) - 2 * (math.log(2) - u - F.softplus(-2 * u))).sum(-1)
 
 
-def temperature_alpha_form(la, lp, te):
-    # The pipeline's wrong_temperature student: CleanRL's alpha instead of log_alpha.
-    return -(la.exp() * (lp.detach() + te)).mean()
+def actor_parts(obs, actions, log_prob, critics, log_alpha, target_entropy, *, alpha_detached=True,
+                log_prob_detached_in_temperature=True, actions_detached=False, log_prob_detached_in_actor=False,
+                pick=torch.min, sign=1.0, entropy=True, temperature_alpha=False, swap=False):
+    """A student's actor and temperature losses, written out; the keyword arguments are the slips."""
+    alpha = log_alpha.detach().exp() if alpha_detached else log_alpha.exp()
+    q1, q2 = critics(obs, actions.detach() if actions_detached else actions)
+    lp_actor = log_prob.detach() if log_prob_detached_in_actor else log_prob
+    actor_loss = sign * ((alpha * lp_actor if entropy else 0.0) - pick(q1, q2)).mean()
+    lp_temperature = log_prob.detach() if log_prob_detached_in_temperature else log_prob
+    weight = log_alpha.exp() if temperature_alpha else log_alpha
+    temperature_loss = -(weight * (lp_temperature + target_entropy)).mean()
+    return (temperature_loss, actor_loss) if swap else (actor_loss, temperature_loss)
 
 
-def temperature_not_detached(la, lp, te):
-    return -(la * (lp + te)).mean()
+def actor_alpha_not_detached(*args):
+    # The pipeline's wrong_actor_loss student: alpha = log_alpha.exp() in the actor's loss.
+    return actor_parts(*args, alpha_detached=False)
 
 
-def temperature_sign(la, lp, te):
-    return (la * (lp.detach() + te)).mean()
+def actor_temperature_not_detached(*args):
+    return actor_parts(*args, log_prob_detached_in_temperature=False)
 
 
-def temperature_alpha_detached(la, lp, te):
-    return -(la.detach() * (lp.detach() + te)).mean()
+def actor_actions_detached(*args):
+    return actor_parts(*args, actions_detached=True)
+
+
+def actor_log_prob_detached(*args):
+    return actor_parts(*args, log_prob_detached_in_actor=True)
+
+
+def actor_first_critic(*args):
+    return actor_parts(*args, pick=lambda a, b: a)
+
+
+def actor_max(*args):
+    return actor_parts(*args, pick=torch.max)
+
+
+def actor_no_entropy(*args):
+    return actor_parts(*args, entropy=False)
+
+
+def actor_sign(*args):
+    return actor_parts(*args, sign=-1.0)
+
+
+def actor_temperature_alpha_form(*args):
+    return actor_parts(*args, temperature_alpha=True)
+
+
+def actor_swapped(*args):
+    return actor_parts(*args, swap=True)
+
+
+def actor_temperature_sign(*args):
+    actor_loss, temperature_loss = actor_parts(*args)
+    return actor_loss, -temperature_loss
+
+
+def actor_log_alpha_detached(obs, actions, log_prob, critics, log_alpha, target_entropy):
+    return actor_parts(obs, actions, log_prob, critics, log_alpha.detach(), target_entropy)
+
+
+def actor_not_averaged(obs, actions, log_prob, critics, log_alpha, target_entropy):
+    q1, q2 = critics(obs, actions)
+    return (log_alpha.detach().exp() * log_prob - torch.min(q1, q2),
+            -(log_alpha * (log_prob.detach() + target_entropy)).mean())
+
+
+def actor_weighs_with_log_alpha(obs, actions, log_prob, critics, log_alpha, target_entropy):
+    actor_loss, temperature_loss = actor_parts(obs, actions, log_prob, critics, log_alpha, target_entropy)
+    q1, q2 = critics(obs, actions)
+    return (log_alpha.detach() * log_prob - torch.min(q1, q2)).mean(), temperature_loss
+
+
+def actor_with_stack(obs, actions, log_prob, critics, log_alpha, target_entropy):
+    """Correct: min over the stacked critics, alpha from a detached exp, the losses built inline."""
+    alpha = torch.exp(log_alpha).detach()
+    q_pi = torch.amin(critics(obs, actions), dim=0)
+    return (alpha * log_prob - q_pi).mean(), (-log_alpha * (log_prob + target_entropy).detach()).mean()
 
 
 def polyak_without_no_grad(target, source, tau):
@@ -152,60 +304,87 @@ def polyak_data_attribute(target, source, tau):
         t.data.copy_(tau * s.data + (1 - tau) * t.data)
 
 
-def target_in_place(r, q1, q2, lp, d, gamma, alpha):
-    out = reference.sac_critic_target(r, q1, q2, lp, d, gamma, alpha)
-    r.zero_()
-    return out
-
-
 def log_prob_wrong_gradient(u, m, ls):
     """The right values, but log_std's gradient is stopped."""
     return reference.squashed_gaussian_log_prob(u, m, ls.detach())
-
-
-def temperature_not_averaged(la, lp, te):
-    return -(la * (lp.detach() + te))
 
 
 def polyak_other_error(target, source, tau):
     raise RuntimeError("the networks do not match")
 
 
-# --------------------------------------------------------------------------- critic target
+# --------------------------------------------------------------------------- critics' loss
+def _critic_args(case: dict[str, Any]) -> tuple[Any, ...]:
+    """The reference's arguments for a case (the networks built from its weights)."""
+    from rlcourse.storage.replay import ReplayBatch
+
+    batch = ReplayBatch(**{k: case[k] for k in checks.BATCH_FIELDS})
+    return (batch, case["next_actions"], case["next_log_prob"], checks.critic_module(case["sizes"], case["critics"]),
+            checks.critic_module(case["sizes"], case["critic_targets"]), case["gamma"], case["alpha"])
+
+
 @pytest.mark.parametrize("mode", MODES)
-def test_critic_target_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
-    assert check_verdict(checks.check_critic_target, reference.sac_critic_target, mode=mode, folder=tmp_path) is None
+@pytest.mark.parametrize("fn", [reference.sac_critic_loss, critic_written_out], ids=lambda f: f.__name__)
+def test_critic_loss_check_accepts_correct_implementations(fn: Callable, mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_critic_loss, fn, mode=mode, folder=tmp_path) is None
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (target_no_dones, r"terminal transitions \(done = 1\) only"),
-        (target_max, "take the minimum"),
-        (target_no_entropy, "entropy term is missing"),
-        (target_entropy_sign, "wrong sign"),
-        (target_mean_of_critics, r"non-terminal transitions \(done = 0\)"),
-        (target_in_place, "modified its input 'rewards' in place"),
-        (lambda *args: "not a tensor", "must return a torch tensor"),
-        (lambda r, *args: r[:5], r"returned shape \(5,\)"),
+        (critic_time_outs_terminal, "time-outs are treated as terminal"),
+        (critic_no_dones, r"terminal transitions \(batch.dones = 1\) bootstrap"),
+        (critic_max, "larger of the two target critics"),
+        (critic_mean_of_targets, "mean of the two target critics"),
+        (critic_no_entropy, "entropy term is missing from the target"),
+        (critic_entropy_sign, "entropy term of the target has the wrong sign"),
+        (critic_online_target, "must use the target critics"),
+        (critic_stored_actions, r"at \(s', a\) with the stored action"),
+        (critic_target_with_gradient, r"gradient flows into the target: compute it under torch.no_grad\(\)"),
+        (critic_first_only, "only the first critic is trained"),
+        (critic_min_regressed, r"regresses min\(Q1, Q2\)\(s, a\)"),
+        (critic_mean_of_losses, "half of the reference"),
+        (critic_no_gamma, "discounted by gamma"),
+        (critic_per_critic_targets, "the loss value differs from the reference"),
+        (critic_with_huber, "the loss value differs from the reference"),
+        (critic_detached, "not differentiable with respect to the critics"),
+        (critic_in_place, "modified batch.rewards in place"),
+        (lambda *args: 0.0, "must return a torch tensor"),
+        (lambda *args: reference.sac_critic_loss(*args).expand(3), r"returned shape \(3,\)"),
     ],
 )
-def test_critic_target_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
-                                                           tmp_path: Path) -> None:
-    verdict = check_verdict(checks.check_critic_target, wrong, mode=mode, folder=tmp_path)
+def test_critic_loss_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
+                                                         tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_critic_loss, wrong, mode=mode, folder=tmp_path)
     assert verdict is not None and re.search(message, verdict), verdict
     # The message ends up in the student's feedback: no expected numbers in it.
-    case = checks.critic_target_cases()[0]
-    expected = reference.sac_critic_target(*(case[k] for k in checks.TARGET_INPUTS), case["gamma"], case["alpha"])
-    assert not any(n in verdict for n in _numbers(expected, 3))
+    expected = reference.sac_critic_loss(*_critic_args(checks.critic_loss_cases()[0])).detach()
+    assert not shows_number(verdict, round(float(expected), 4)) and f"{float(expected):.3f}" not in verdict
+
+
+def test_critic_loss_cases_hold_every_kind_of_transition() -> None:
+    cases = checks.critic_loss_cases(seed=4)
+    assert any(isinstance(c["alpha"], torch.Tensor) for c in cases) and any(isinstance(c["alpha"], float) for c in cases)
+    for case in cases:
+        dones, time_outs = case["dones"].bool(), case["time_outs"].bool()
+        assert dones.any() and time_outs.any() and (~dones & ~time_outs).any() and not (dones & time_outs).any()
+        # The two target critics disagree on which one is smaller: min is not max on some row.
+        q1, q2 = checks.critic_module(case["sizes"], case["critic_targets"])(case["next_obs"], case["next_actions"])
+        assert (q1 < q2).any() and (q2 < q1).any()
 
 
 @pytest.mark.parametrize("mode", MODES)
-def test_critic_target_check_passes_alpha_as_a_tensor(mode: str, tmp_path: Path) -> None:
-    assert any(isinstance(c["alpha"], torch.Tensor) for c in checks.critic_target_cases())
+def test_critic_loss_check_passes_alpha_as_a_tensor(mode: str, tmp_path: Path) -> None:
     with pytest.raises(TypeError):  # the student's error surfaces in their cell, in both modes
-        check_verdict(checks.check_critic_target, target_float_alpha_only, mode=mode, folder=tmp_path)
+        check_verdict(checks.check_critic_loss, critic_float_alpha_only, mode=mode, folder=tmp_path)
+
+
+def test_critic_loss_variants_default_to_the_reference() -> None:
+    for case in checks.critic_loss_cases(seed=2):
+        batch, na, nlp, critics, targets, gamma, alpha = _critic_args(case)
+        want = reference.sac_critic_loss(batch, na, nlp, critics, targets, gamma, alpha)
+        torch.testing.assert_close(checks._critic_loss_variant(case, critics, targets), want)
 
 
 def _tensors(case: dict[str, Any]) -> list[torch.Tensor]:
@@ -214,7 +393,7 @@ def _tensors(case: dict[str, Any]) -> list[torch.Tensor]:
             for t in (_tensors(v) if isinstance(v, dict) else [v] if isinstance(v, torch.Tensor) else [])]
 
 
-@pytest.mark.parametrize("cases", [checks.critic_target_cases, checks.log_prob_cases, checks.temperature_cases,
+@pytest.mark.parametrize("cases", [checks.critic_loss_cases, checks.log_prob_cases, checks.actor_cases,
                                    checks.polyak_cases], ids=lambda f: f.__name__)
 def test_fresh_cases_depend_on_the_seed(cases: Callable[..., list[dict[str, Any]]]) -> None:
     fixed = len(cases())
@@ -225,19 +404,19 @@ def test_fresh_cases_depend_on_the_seed(cases: Callable[..., list[dict[str, Any]
     assert torch.equal(first(a), first(again))  # same seed, same cases
 
 
-def target_lookup_table(r, q1, q2, lp, d, gamma, alpha):
+def critic_lookup_table(batch, *args):
     """Answers hard-coded for the fixed cases only (what a student could copy from a run of the
     reference): the fresh random cases of a graded run expose it."""
-    for case in checks.critic_target_cases():
-        if r.shape == case["rewards"].shape and torch.equal(r, case["rewards"]):
-            return reference.sac_critic_target(r, q1, q2, lp, d, gamma, alpha)
-    return r.clone()
+    for case in checks.critic_loss_cases():
+        if batch.rewards.shape == case["rewards"].shape and torch.equal(batch.rewards, case["rewards"]):
+            return reference.sac_critic_loss(batch, *args)
+    return critic_no_entropy(batch, *args)
 
 
 def test_graded_cases_catch_answers_hard_coded_for_the_fixed_cases(tmp_path: Path) -> None:
     for mode in MODES:  # in one process too: the fixed seed's random cases follow the fixed ones
-        verdict = check_verdict(checks.check_critic_target, target_lookup_table, mode=mode, folder=tmp_path / mode)
-        assert verdict is not None and "differs from the reference" in verdict
+        verdict = check_verdict(checks.check_critic_loss, critic_lookup_table, mode=mode, folder=tmp_path / mode)
+        assert verdict is not None and "entropy term is missing" in verdict
 
 
 # --------------------------------------------------------------------------- log-probability
@@ -294,31 +473,66 @@ def test_reference_log_prob_matches_torch_distributions() -> None:
     torch.testing.assert_close(reference.squashed_gaussian_log_prob(u, mean, log_std), want, atol=1e-3, rtol=1e-4)
 
 
-# --------------------------------------------------------------------------- temperature
+# --------------------------------------------------------------------------- actor and temperature
 @pytest.mark.parametrize("mode", MODES)
-def test_temperature_check_accepts_the_reference(mode: str, tmp_path: Path) -> None:
-    assert check_verdict(checks.check_temperature_loss, reference.temperature_loss, mode=mode, folder=tmp_path) is None
+@pytest.mark.parametrize("fn", [reference.sac_actor_and_temperature_loss, actor_with_stack], ids=lambda f: f.__name__)
+def test_actor_check_accepts_correct_implementations(fn: Callable, mode: str, tmp_path: Path) -> None:
+    assert check_verdict(checks.check_actor_and_temperature_loss, fn, mode=mode, folder=tmp_path) is None
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize(
     "wrong, message",
     [
-        (temperature_alpha_form, "multiplies log_alpha, not alpha"),
-        (temperature_not_detached, "sends gradients into log_prob"),
-        (temperature_sign, "check the sign"),
-        (temperature_alpha_detached, "not differentiable with respect to log_alpha"),
-        (temperature_not_averaged, "scalar (0-dim) torch tensor"),
-        (lambda *args: 0.0, "scalar (0-dim) torch tensor"),
+        (actor_alpha_not_detached, "the actor's loss sends gradient into log_alpha"),
+        (actor_temperature_not_detached, r"the temperature's loss sends gradients into log pi\(a\|s\)"),
+        (actor_actions_detached, "sends no gradient through the actions"),
+        (actor_log_prob_detached, r"sends no gradient into log pi\(a\|s\)"),
+        (actor_first_critic, "uses the first critic only"),
+        (actor_max, "uses the larger of the two critics"),
+        (actor_no_entropy, "entropy term is missing from the actor's loss"),
+        (actor_sign, "the actor's loss has the wrong sign"),
+        (actor_weighs_with_log_alpha, "weighs log pi.* with log_alpha"),
+        (actor_temperature_alpha_form, "multiplies log_alpha, not alpha"),
+        (actor_temperature_sign, "check the sign and what multiplies what"),
+        (actor_log_alpha_detached, "temperature's loss is not differentiable with respect to log_alpha"),
+        (actor_swapped, "in the wrong order"),
+        (actor_not_averaged, r"two scalar \(0-dim\) torch tensors"),
+        (lambda *args: reference.sac_actor_and_temperature_loss(*args)[0], r"return \(actor_loss, temperature_loss\)"),
+        (lambda *args: (0.0, 0.0), r"two scalar \(0-dim\) torch tensors"),
     ],
 )
-def test_temperature_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str,
-                                                         tmp_path: Path) -> None:
-    verdict = check_verdict(checks.check_temperature_loss, wrong, mode=mode, folder=tmp_path)
-    assert verdict is not None and message in verdict, verdict
-    case = checks.temperature_cases()[0]
-    expected = reference.temperature_loss(case["log_alpha"], case["log_prob"], case["target_entropy"])
-    assert not shows_number(verdict, round(float(expected), 4))
+def test_actor_check_rejects_wrong_implementations(wrong: Callable, message: str, mode: str, tmp_path: Path) -> None:
+    verdict = check_verdict(checks.check_actor_and_temperature_loss, wrong, mode=mode, folder=tmp_path)
+    assert verdict is not None and re.search(message, verdict), verdict
+    case = checks.actor_cases()[0]
+    expected = reference.sac_actor_and_temperature_loss(
+        case["obs"], case["actions"], case["log_prob"], checks.critic_module(case["sizes"], case["critics"]),
+        case["log_alpha"], case["target_entropy"])
+    assert not any(shows_number(verdict, round(float(x.detach()), 4)) for x in expected)
+
+
+def test_actor_variants_default_to_the_reference() -> None:
+    for case in checks.actor_cases(seed=2):
+        critics = checks.critic_module(case["sizes"], case["critics"])
+        inputs = {k: case[k] for k in checks.ACTOR_INPUTS}
+        want, _ = reference.sac_actor_and_temperature_loss(case["obs"], case["actions"], case["log_prob"], critics,
+                                                           case["log_alpha"], case["target_entropy"])
+        torch.testing.assert_close(checks._actor_loss_variant(case, critics, inputs), want)
+
+
+def test_reference_actor_loss_gives_each_parameter_only_its_own_gradient() -> None:
+    """One backward of the sum, as SAC takes it: log_alpha gets exactly the temperature loss's
+    gradient and the actions and log-probabilities exactly the actor loss's (hand-computed)."""
+    critics = checks.critic_module([1, 1, 4], {k: torch.zeros_like(v) for k, v in
+                                              checks.critic_module([1, 1, 4]).state_dict().items()})
+    log_prob = torch.tensor([0.5, -1.5], requires_grad=True)
+    log_alpha = torch.tensor(math.log(0.2), requires_grad=True)
+    actor_loss, temperature_loss = reference.sac_actor_and_temperature_loss(
+        torch.zeros(2, 1), torch.zeros(2, 1, requires_grad=True), log_prob, critics, log_alpha, -1.0)
+    (actor_loss + temperature_loss).backward()
+    torch.testing.assert_close(log_prob.grad, torch.tensor([0.1, 0.1]))       # alpha / B, nothing from the temperature
+    torch.testing.assert_close(log_alpha.grad, torch.tensor(1.5))             # -mean(log pi + target) = -(-1.5)
 
 
 # --------------------------------------------------------------------------- Polyak
@@ -381,7 +595,7 @@ TINY = {"actor_hidden": (16, 16), "critic_hidden": (16, 16), "batch_size": 8, "b
 
 
 def test_sac_uses_every_hook(make_env) -> None:
-    calls = dict.fromkeys(("target", "log_prob", "temperature", "polyak"), 0)
+    calls = dict.fromkeys(("critic_loss", "log_prob", "actor_loss", "polyak"), 0)
 
     def count(name: str, fn: Callable) -> Callable:
         def wrapped(*args):
@@ -390,26 +604,72 @@ def test_sac_uses_every_hook(make_env) -> None:
         return wrapped
 
     env = make_env("Pendulum-v1", num_envs=2, seed=0)
-    agent = SAC(env, seed=0, preset=None, target_fn=count("target", reference.sac_critic_target),
+    agent = SAC(env, seed=0, preset=None, critic_loss_fn=count("critic_loss", reference.sac_critic_loss),
                 log_prob_fn=count("log_prob", reference.squashed_gaussian_log_prob),
-                temperature_loss_fn=count("temperature", reference.temperature_loss),
+                actor_loss_fn=count("actor_loss", reference.sac_actor_and_temperature_loss),
                 polyak_fn=count("polyak", reference_common.polyak_update), **TINY)
     agent.learn(40, eval_episodes=0, progress=False)
     # 20 batched steps of 2 envs; updates start once 16 steps are stored: 13 gradient steps,
-    # each with one log-prob call on the batched pass that samples the next actions (target)
-    # and the fresh actions (actor loss) together.
-    assert calls == {"target": 13, "log_prob": 13, "temperature": 13, "polyak": 13}
+    # each with one log-prob call on the batched pass that samples the next actions (critics'
+    # target) and the fresh actions (actor loss) together.
+    assert calls == {"critic_loss": 13, "log_prob": 13, "actor_loss": 13, "polyak": 13}
+    # The critics are trainable again after the actor's loss froze them.
+    assert all(p.requires_grad for p in agent.critics.parameters())
 
 
 def test_sac_default_hooks_are_the_reference_functions(make_env) -> None:
+    """The defaults, the reference functions passed as hooks (the wrapped critic loss takes the path
+    of a student's, with its extra forward pass for the log), and a correct student's own
+    functions train the same agent (the first two bit for bit)."""
+    def wrapped_critic_loss(*args):
+        return reference.sac_critic_loss(*args)
+
     params = []
-    for hooks in ({}, {"target_fn": reference.sac_critic_target, "log_prob_fn": reference.squashed_gaussian_log_prob,
-                       "temperature_loss_fn": reference.temperature_loss, "polyak_fn": reference_common.polyak_update}):
+    for hooks in ({}, {"critic_loss_fn": wrapped_critic_loss, "log_prob_fn": reference.squashed_gaussian_log_prob,
+                       "actor_loss_fn": reference.sac_actor_and_temperature_loss,
+                       "polyak_fn": reference_common.polyak_update},
+                  {"critic_loss_fn": critic_written_out, "actor_loss_fn": actor_with_stack}):
         env = make_env("Pendulum-v1", num_envs=2, seed=0)
         agent = SAC(env, seed=0, preset=None, **hooks, **TINY)
         agent.learn(60, eval_episodes=0, progress=False)
         params.append([p.detach().clone() for p in agent.actor.parameters()] + [agent.log_alpha.detach().clone()])
+    assert all(torch.equal(a, b) for a, b in zip(params[0], params[1]))
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(params[0], params[2]))
+
+
+def test_the_labs_solution_trains_bit_for_bit_like_the_reference(make_env) -> None:
+    """The source notebook's four solutions and the library's references give the same agent, bit
+    for bit: the pins (made by running the notebook) describe the library's SAC as well."""
+    import nbformat
+
+    nb = nbformat.read(REPO / "solutions" / LAB / f"{LAB}.ipynb", as_version=4)
+    ns: dict[str, Any] = {"math": math, "torch": torch, "F": F, "nn": nn}   # what the setup cell imports
+    for cell in nb.cells:
+        if cell.metadata["nbgrader"].get("solution"):
+            exec(cell.source, ns)
+    solution = {"critic_loss_fn": ns["critic_loss"], "log_prob_fn": ns["squashed_gaussian_log_prob"],
+                "actor_loss_fn": ns["actor_and_temperature_loss"], "polyak_fn": ns["polyak_update"]}
+    params = []
+    for hooks in ({}, solution):
+        agent = SAC(make_env("Pendulum-v1", num_envs=2, seed=0), seed=0, preset=None, **hooks, **TINY)
+        agent.learn(60, eval_episodes=0, progress=False)
+        params.append([p.detach().clone() for m in (agent.actor, agent.critics) for p in m.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*params))
+
+
+@pytest.mark.parametrize(
+    "hooks, message",
+    [
+        ({"critic_loss_fn": critic_detached}, "critic_loss_fn must return a 0-dim tensor that is differentiable"),
+        ({"actor_loss_fn": lambda *args: reference.sac_actor_and_temperature_loss(*args)[0]},
+         r"actor_loss_fn must return \(actor_loss, temperature_loss\)"),
+    ],
+)
+def test_sac_refuses_hooks_that_return_the_wrong_thing(hooks: dict[str, Callable], message: str, make_env) -> None:
+    agent = SAC(make_env("Pendulum-v1", num_envs=2, seed=0), seed=0, preset=None, **hooks, **TINY)
+    with pytest.raises(ValueError, match=message):
+        agent.learn(40, eval_episodes=0, progress=False)
+    assert all(p.requires_grad for p in agent.critics.parameters())
 
 
 # --------------------------------------------------------------------------- the pass mark's baseline
@@ -541,12 +801,12 @@ def references_withheld(monkeypatch: pytest.MonkeyPatch) -> None:
         reference_common.polyak_update(nn.Linear(1, 1), nn.Linear(1, 1), 0.5)
 
 
-def student_target(r, q1, q2, lp, d, gamma, alpha):
-    return r + gamma * (1 - d) * (torch.min(q1, q2) - alpha * lp)
-
-
-def student_temperature(la, lp, te):
-    return -(la * (lp.detach() + te)).mean()
+def student_critic_loss(batch, next_actions, next_log_prob, critics, critic_targets, gamma, alpha):
+    with torch.no_grad():
+        q1_next, q2_next = critic_targets(batch.next_obs, next_actions)
+        y = batch.rewards + gamma * (1 - batch.dones) * (torch.min(q1_next, q2_next) - alpha * next_log_prob)
+    q1, q2 = critics(batch.obs, batch.actions)
+    return ((q1 - y) ** 2).mean() + ((q2 - y) ** 2).mean()
 
 
 def test_graded_cell_needs_none_of_the_withheld_references(references_withheld: None, make_env,
@@ -556,15 +816,15 @@ def test_graded_cell_needs_none_of_the_withheld_references(references_withheld: 
     import rlcourse
 
     env = make_env("Pendulum-v1", num_envs=2, seed=0)
-    agent = SAC(env, seed=0, preset=None, target_fn=student_target, log_prob_fn=log_prob_with_distributions,
-                temperature_loss_fn=student_temperature, polyak_fn=polyak_data_attribute, **TINY)
+    agent = SAC(env, seed=0, preset=None, critic_loss_fn=student_critic_loss, log_prob_fn=log_prob_with_distributions,
+                actor_loss_fn=actor_with_stack, polyak_fn=polyak_data_attribute, **TINY)
     agent.learn(40, eval_episodes=0, progress=False)
     result = rlcourse.evaluate(agent, env, episodes=2)
     random_result = rlcourse.evaluate(random_policy(env.single_action_space, seed=0), env, episodes=2)
     record = checks.record_policy({"agent": agent, "result": result, "random_result": random_result})
     assert record["algo"] == "sac" and record["modules"]["actor"]
-    for check, fn in ((checks.CRITIC_TARGET, student_target), (checks.LOG_PROB, log_prob_with_distributions),
-                      (checks.TEMPERATURE, student_temperature), (checks.POLYAK, polyak_data_attribute)):
+    for check, fn in ((checks.CRITIC_LOSS, student_critic_loss), (checks.LOG_PROB, log_prob_with_distributions),
+                      (checks.ACTOR, actor_with_stack), (checks.POLYAK, polyak_data_attribute)):
         for case in check.cases(7):
             check.call(case, fn)
 

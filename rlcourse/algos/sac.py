@@ -1,9 +1,9 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, arXiv:1801.01290 and arXiv:1812.05905).
 
 Reads top to bottom:
-  1. the formulas lab 5 replaces: the soft Bellman target, the log-probability of
-     a tanh-squashed Gaussian, and the temperature loss (and ``polyak_update`` from
-     :mod:`rlcourse.algos.common`);
+  1. what lab 5 replaces: the critics' loss of a minibatch (built on the soft Bellman
+     target), the log-probability of a tanh-squashed Gaussian, the actor's and the
+     temperature's losses (and ``polyak_update`` from :mod:`rlcourse.algos.common`);
   2. the hyperparameters (every field has a one-line description);
   3. the algorithm: ``act -> process_env_step -> update`` on a replay buffer.
 
@@ -35,7 +35,7 @@ from rlcourse.algos.common import QCritics, action_bounds, polyak_update, scale_
 from rlcourse.models.mlp import ACTIVATIONS, mlp
 from rlcourse.models.normalizer import EmpiricalNormalization
 from rlcourse.models.policy import InferencePolicy
-from rlcourse.storage.replay import ReplayBuffer
+from rlcourse.storage.replay import ReplayBatch, ReplayBuffer
 
 LOG_2 = math.log(2.0)
 
@@ -65,6 +65,52 @@ def sac_critic_target(
     """
     soft_value = torch.min(next_q1, next_q2) - alpha * next_log_prob
     return rewards + gamma * (1.0 - dones) * soft_value
+
+
+def sac_critic_loss(
+    batch: ReplayBatch,
+    next_actions: torch.Tensor,
+    next_log_prob: torch.Tensor,
+    critics: nn.Module,
+    critic_targets: nn.Module,
+    gamma: float,
+    alpha: float | torch.Tensor,
+) -> torch.Tensor:
+    """The twin critics' loss of one minibatch: both ``Q_e(s, a)`` regressed on one soft Bellman target.
+
+    * The target :func:`sac_critic_target` is computed without gradient from the *target*
+      critics at ``(s', a')``, ``a' ~ pi(.|s')`` sampled by the current policy: it is a
+      regression label (a gradient into it would chase the label, and train the target critics).
+    * Only ``batch.dones`` (the episode *terminated*) stops the bootstrap; ``batch.time_outs``
+      rows were cut by the time limit and bootstrap from ``next_obs`` like any other row.
+    * Both critics regress on the same target: the loss is the *sum* of their mean squared
+      errors, so each critic gets the gradient of its own error.
+
+    Args:
+        batch: ``(B,)`` transitions (:class:`~rlcourse.storage.replay.ReplayBatch`), observations
+            already normalized.
+        next_actions: ``(B, A)`` actions ``a' ~ pi(.|s')`` in ``[-1, 1]``.
+        next_log_prob: ``(B,)`` their ``log pi(a'|s')``.
+        critics, critic_targets: :class:`~rlcourse.algos.common.QCritics`, ``(s, a) -> (2, B)``.
+        gamma: discount factor.
+        alpha: entropy temperature (a float or a 0-dim tensor).
+
+    Returns:
+        A 0-dim tensor, differentiable with respect to ``critics`` only.
+    """
+    return _critic_loss_and_q(batch, next_actions, next_log_prob, critics, critic_targets, gamma, alpha)[0]
+
+
+def _critic_loss_and_q(
+    batch: ReplayBatch, next_actions: torch.Tensor, next_log_prob: torch.Tensor, critics: nn.Module,
+    critic_targets: nn.Module, gamma: float, alpha: float | torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`sac_critic_loss` and the ``(2, B)`` ``Q_e(s, a)`` it regressed (SAC logs their mean)."""
+    with torch.no_grad():
+        next_q = critic_targets(batch.next_obs, next_actions)
+        target = sac_critic_target(batch.rewards, next_q[0], next_q[1], next_log_prob, batch.dones, gamma, alpha)
+    q = critics(batch.obs, batch.actions)
+    return F.mse_loss(q[0], target) + F.mse_loss(q[1], target), q
 
 
 def squashed_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -100,6 +146,39 @@ def temperature_loss(log_alpha: torch.Tensor, log_prob: torch.Tensor, target_ent
     same size whatever the scale of alpha.
     """
     return -(log_alpha * (log_prob.detach() + target_entropy)).mean()
+
+
+def sac_actor_and_temperature_loss(
+    obs: torch.Tensor,
+    actions: torch.Tensor,
+    log_prob: torch.Tensor,
+    critics: nn.Module,
+    log_alpha: torch.Tensor,
+    target_entropy: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The actor's loss ``mean(alpha * log pi(a|s) - min(Q1, Q2)(s, a))`` and :func:`temperature_loss`.
+
+    ``actions`` are reparameterized samples ``a ~ pi(.|s)`` with their ``log_prob``, both still
+    attached to the actor's graph: the actor's gradient flows through ``log pi`` (the entropy)
+    and through ``a`` into the critics (the value). SAC adds the two losses and takes one
+    backward pass, so each must leave the other's parameter alone: the actor's loss treats
+    ``alpha`` as a constant (``log_alpha`` detached), the temperature's loss treats ``log pi``
+    as one.
+
+    Args:
+        obs: ``(B, num_obs)`` observations (normalized).
+        actions: ``(B, A)`` fresh actions in ``[-1, 1]``; ``log_prob``: ``(B,)``.
+        critics: :class:`~rlcourse.algos.common.QCritics`, ``(s, a) -> (2, B)``.
+        log_alpha: 0-dim ``log(alpha)`` (requires grad).
+        target_entropy: the entropy target.
+
+    Returns:
+        ``(actor_loss, temperature_loss)``, two 0-dim tensors.
+    """
+    alpha = log_alpha.detach().exp()
+    q_pi = critics(obs, actions).min(dim=0).values
+    actor_loss = (alpha * log_prob - q_pi).mean()
+    return actor_loss, temperature_loss(log_alpha, log_prob, target_entropy)
 
 
 # --------------------------------------------------------------------------- networks
@@ -197,8 +276,8 @@ class SAC(Algorithm):
         agent.learn(20_000)
 
     Lab hooks (lab 5), each a student's function with the signature of the one it replaces:
-    ``target_fn`` replaces :func:`sac_critic_target`, ``log_prob_fn``
-    :func:`squashed_gaussian_log_prob`, ``temperature_loss_fn`` :func:`temperature_loss`
+    ``critic_loss_fn`` replaces :func:`sac_critic_loss`, ``log_prob_fn``
+    :func:`squashed_gaussian_log_prob`, ``actor_loss_fn`` :func:`sac_actor_and_temperature_loss`
     and ``polyak_fn`` :func:`~rlcourse.algos.common.polyak_update`.
     """
 
@@ -211,15 +290,15 @@ class SAC(Algorithm):
         seed: int = 0,
         device: str | torch.device | None = None,
         preset: str | None = "auto",
-        target_fn: Callable[..., torch.Tensor] = sac_critic_target,
+        critic_loss_fn: Callable[..., torch.Tensor] = sac_critic_loss,
         log_prob_fn: Callable[..., torch.Tensor] = squashed_gaussian_log_prob,
-        temperature_loss_fn: Callable[..., torch.Tensor] = temperature_loss,
+        actor_loss_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] = sac_actor_and_temperature_loss,
         polyak_fn: Callable[..., None] = polyak_update,
         **hyperparameters: Any,
     ) -> None:
-        self.target_fn = target_fn
+        self.critic_loss_fn = critic_loss_fn
         self.log_prob_fn = log_prob_fn
-        self.temperature_loss_fn = temperature_loss_fn
+        self.actor_loss_fn = actor_loss_fn
         self.polyak_fn = polyak_fn
         super().__init__(env, seed=seed, device=device, preset=preset, **hyperparameters)
 
@@ -310,6 +389,7 @@ class SAC(Algorithm):
         for _ in range(cfg.gradient_steps):
             batch = self.buffer.sample(cfg.batch_size, self.generator)
             obs, next_obs = self.obs_normalizer(batch.obs), self.obs_normalizer(batch.next_obs)
+            batch = dataclasses.replace(batch, obs=obs, next_obs=next_obs)
             alpha = self.log_alpha.detach().exp()
 
             # One pass of the actor samples a' ~ pi(.|s') for the critics' target and a ~ pi(.|s)
@@ -319,37 +399,45 @@ class SAC(Algorithm):
             b = obs.shape[0]
             both_actions, both_log_prob = self.actor.sample(torch.cat([next_obs, obs]), self.generator, self.log_prob_fn)
 
-            # Critics: regress both Q(s, a) on the soft Bellman target.
-            with torch.no_grad():
-                next_q = self.critic_targets(next_obs, both_actions[:b])
-                target = self.target_fn(
-                    batch.rewards, next_q[0], next_q[1], both_log_prob[:b], batch.dones, cfg.gamma, alpha
-                )
-            q = self.critics(obs, batch.actions)
-            critic_loss = F.mse_loss(q[0], target) + F.mse_loss(q[1], target)
+            # Critics: regress both Q(s, a) on the soft Bellman target. The next actions are a
+            # label's input: detached, so nothing the critics' loss does can reach the actor.
+            args = (batch, both_actions[:b].detach(), both_log_prob[:b].detach(), self.critics,
+                    self.critic_targets, cfg.gamma, alpha)
+            if self.critic_loss_fn is sac_critic_loss:
+                critic_loss, q = _critic_loss_and_q(*args)   # the reference also hands back Q(s, a) for the log
+            else:
+                critic_loss = self.critic_loss_fn(*args)
+                if not (isinstance(critic_loss, torch.Tensor) and critic_loss.dim() == 0
+                        and critic_loss.grad_fn is not None):   # computed from the critics, not a fresh leaf
+                    raise ValueError("critic_loss_fn must return a 0-dim tensor that is differentiable with respect "
+                                     "to the critics' parameters")
+                with torch.no_grad():  # Q(s, a) for the log: one more forward pass
+                    q = self.critics(obs, batch.actions)
             self.critic_optimizer.zero_grad(set_to_none=True)
             critic_loss.backward()
             distributed.all_reduce_grads(self.critic_optimizer)   # mean over processes (no-op in one)
             self.critic_optimizer.step()
 
             # Actor: maximize min-Q (of the critics just updated) of the reparameterized action
-            # plus its entropy.
+            # plus its entropy. Temperature: move the policy's entropy towards the target.
             actions, log_prob = both_actions[b:], both_log_prob[b:]
             # The critics only pass the gradient on to the actions here: freezing their
             # parameters skips computing gradients that would be thrown away.
             self.critics.requires_grad_(False)
-            q_pi = self.critics(obs, actions).min(dim=0).values
-            self.critics.requires_grad_(True)
-            actor_loss = (alpha * log_prob - q_pi).mean()
-            loss = actor_loss
-
-            # Temperature: move the policy's entropy towards the target. Its loss sees log pi as
-            # a constant and the actor's loss sees alpha as one, so one backward of the sum gives
-            # each parameter exactly its own loss's gradient.
+            try:
+                losses = self.actor_loss_fn(obs, actions, log_prob, self.critics, self.log_alpha, self.target_entropy)
+            finally:
+                self.critics.requires_grad_(True)
+            if not (isinstance(losses, (tuple, list)) and len(losses) == 2
+                    and all(isinstance(x, torch.Tensor) and x.dim() == 0 for x in losses)):
+                raise ValueError("actor_loss_fn must return (actor_loss, temperature_loss), two 0-dim tensors")
+            actor_loss, alpha_loss = losses
+            # The temperature's loss sees log pi as a constant and the actor's loss sees alpha as
+            # one, so one backward of the sum gives each parameter exactly its own loss's gradient.
             if cfg.autotune_alpha:
-                alpha_loss = self.temperature_loss_fn(self.log_alpha, log_prob, self.target_entropy)
-                loss = loss + alpha_loss
+                loss = actor_loss + alpha_loss
             else:
+                loss = actor_loss
                 alpha_loss = torch.zeros((), device=self.device)
             self.actor_optimizer.zero_grad(set_to_none=True)
             loss.backward()
