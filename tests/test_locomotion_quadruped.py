@@ -77,7 +77,10 @@ def test_base_contact_is_the_largest_touch_over_the_substeps():
         live = ~(term | trunc).numpy()            # a reset env's sensors start from zero
         per_substep = env.sim._out_sensor[live, :, 0]
         np.testing.assert_array_equal(env.sim.sensordata[live, 0], per_substep.max(axis=1))
-        np.testing.assert_array_equal(env.sim.sensordata[live, 1:], env.sim._out_sensor[live, -1, 1:])
+        touch = [0, 13, 14, 15, 16]                 # the base's and the feet's touch sensors
+        np.testing.assert_array_equal(env.sim.sensordata[live][:, touch], env.sim._out_sensor[live][:, :, touch].max(axis=1))
+        other = [i for i in range(env.sim.sensordata.shape[1]) if i not in touch]
+        np.testing.assert_array_equal(env.sim.sensordata[live][:, other], env.sim._out_sensor[live][:, -1, other])
         touched |= bool((per_substep.max(axis=1) > per_substep[:, -1]).any())
     assert touched, "no control step had a touch outside its last substep"
 
@@ -124,3 +127,73 @@ def test_bad_command_ranges():
         make("Quadruped", num_envs=1, command_ranges={"lin_vel_z": (0, 1)})
     with pytest.raises(ValueError, match="low 1.0 > high 0.0"):
         make("Quadruped", num_envs=1, command_ranges={"lin_vel_x": (1.0, 0.0)})
+
+
+def test_gait_terms_by_hand():
+    env = SimpleNamespace(
+        dof_lower=torch.tensor([-1.0, 0.0]), dof_upper=torch.tensor([1.0, 2.0]),
+        # soft limits (90 % of the range): [-0.9, 0.9] and [0.1, 1.9]
+        dof_pos=torch.tensor([[0.95, 1.0], [-1.0, 0.05], [0.0, 1.0]]),
+    )
+    torch.testing.assert_close(q.dof_pos_limits(env), torch.tensor([0.05, 0.1 + 0.05, 0.0]))
+    env = SimpleNamespace(
+        feet_lin_vel_w=torch.tensor([[[0.3, 0.4, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 2.0], [0.0, 0.0, 0.0]]]),
+        feet_contact=torch.tensor([[1.0, 0.0, 1.0, 1.0]]),
+    )
+    # Only feet on the ground count, and only their horizontal speed: 0.25 + 0 + 0 + 0.
+    torch.testing.assert_close(q.foot_slip(env), torch.tensor([0.25]))
+    env = SimpleNamespace(
+        feet_last_air_time=torch.tensor([[0.6, 0.0, 0.2, 0.0], [0.6, 0.0, 0.0, 0.0]]),
+        feet_first_contact=torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]]),
+        commands=torch.tensor([[0.5, 0.0, 0.0], [0.05, 0.0, 0.5]]),
+    )
+    # Robot 0: (0.6 - 0.4) + (0.2 - 0.4); robot 1 is commanded to stand (turning in place): 0.
+    torch.testing.assert_close(q.feet_air_time(env), torch.tensor([0.0, 0.0]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(q.feet_air_time(env, threshold=0.1), torch.tensor([0.6, 0.0]))
+    env = SimpleNamespace(projected_gravity_b=torch.tensor([[0.6, 0.0, -0.8], [0.0, 0.0, -1.0]]))
+    torch.testing.assert_close(q.flat_orientation_l2(env), torch.tensor([0.36, 0.0]))
+
+
+def test_air_time_bookkeeping_follows_the_foot_sensors():
+    env = make("Quadruped", num_envs=1, seed=0, nthread=1)
+    env.reset()
+    # Robot held in the air by hand: no foot touches, the air time grows by one control step per step.
+    for k in range(1, 6):
+        env.sim.qpos[0, 2] = 1.0
+        env.sim.qvel[0, :] = 0.0
+        env.step(torch.zeros(1, 12))
+        assert env.feet_contact.sum() == 0
+    # The contact filter keeps the first step's "touching" (reset), so the feet count as airborne from step 2.
+    torch.testing.assert_close(env.feet_air_time, torch.full((1, 4), 4 * 0.02))
+    # Dropped from just above the floor: each foot's first touchdown reports its swing time once.
+    env.sim.qpos[0, 2] = 0.34
+    seen = torch.zeros(1, 4)
+    for _ in range(30):
+        env.step(torch.zeros(1, 12))
+        first = env.feet_first_contact.bool()
+        assert torch.all(env.feet_last_air_time[first] > 4 * 0.02)
+        assert torch.all(env.feet_last_air_time[~first] == 0)
+        seen += env.feet_first_contact
+    assert torch.all(seen == 1) and torch.all(env.feet_contact == 1) and torch.all(env.feet_air_time == 0)
+    assert env.feet_contact_force.sum().item() == pytest.approx(15.1 * 9.81, rel=0.1)   # the feet carry the robot
+
+
+def test_fixed_commands_survive_resets_and_bad_commands_are_refused():
+    env = make("Quadruped", num_envs=2, seed=0, nthread=1)
+    env.set_commands([[0.5, 0.0, 0.0], [0.0, 0.0, -0.8]])
+    obs, _ = env.reset()
+    torch.testing.assert_close(obs[:, 9:12], torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, -0.2]]))
+    env.sim.qpos[1, 3:7] = [0.0, 1.0, 0.0, 0.0]                # env 1 upside down: it falls and resets
+    for _ in range(30):
+        _, _, term, _, _ = env.step(torch.zeros(2, 12))
+        if term[1]:
+            break
+    assert term[1]
+    torch.testing.assert_close(env.commands[1], torch.tensor([0.0, 0.0, -0.8]))
+    with pytest.raises(ValueError, match=r"shape \(2, 3\)"):
+        env.set_commands([[0.5, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="finite"):
+        env.set_commands([[float("nan"), 0.0, 0.0], [0.0, 0.0, 0.0]])
+    env.set_commands(None)
+    env.reset()
+    assert not torch.equal(env.commands[0], torch.tensor([0.5, 0.0, 0.0]))
