@@ -51,8 +51,8 @@ def test_withheld_reference_raises_with_its_name(tmp_path: Path) -> None:
 
 
 def test_guarded_references_refuse_the_submission_and_serve_the_env(tmp_path: Path) -> None:
-    """Lab 4: the student's sample/randomize/ActionLatency cannot be the reference's, in any
-    disguise, while the Ant env (which draws its randomization with them) keeps working."""
+    """Lab 4: the student's sample/randomize/draw_latency/ActionLatency cannot be the reference's, in
+    any disguise, while the Ant env (which draws its randomization with them) keeps working."""
     out = _run("lab4_domain_randomization", """
         import torch
         import rlcourse.envs.locomotion.randomization as R
@@ -70,7 +70,8 @@ def test_guarded_references_refuse_the_submission_and_serve_the_env(tmp_path: Pa
         # The package's own code still runs the guarded references.
         env = rlcourse.envs.make("Ant", num_envs=2, seed=0, nthread=1, randomization={
             "friction": {"range": [0.5, 1.5], "mode": "reset"},
-            "mass": {"range": [0.0, 0.3], "operation": "additive", "bodies": ["torso"], "mode": "reset"}})
+            "mass": {"range": [0.0, 0.3], "operation": "additive", "bodies": ["torso"], "mode": "reset"},
+            "action_latency": {"range": [0, 4], "unit": "physics_steps"}})
         obs, _ = env.reset()
         for _ in range(3):
             obs, *_ = env.step(torch.zeros(2, 8))
