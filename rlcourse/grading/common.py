@@ -1,5 +1,5 @@
-"""What every lab's hidden checks share: the pins file, tolerances, the graded-run protocol and
-the evaluated-return check.
+"""What every lab's hidden checks share: the pins file, tolerances, the graded-run protocol, the
+evaluated-return check and the checks of reward terms.
 
 A lab is its source notebook ``solutions/<lab>/<lab>.ipynb`` plus one checks module
 ``rlcourse.grading.<lab>`` (found by that name; nothing here lists the labs). The checks module
@@ -32,9 +32,14 @@ import os
 import re
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import nbformat
+
+if TYPE_CHECKING:
+    import torch
+
+    from rlcourse.grading.hidden import FunctionCheck
 
 PINS_ENV_VAR = "RLCOURSE_PINNED_METRICS"
 PINS_RELPATH = Path("autograder") / "pinned_metrics.json"
@@ -341,3 +346,107 @@ def check_evaluated_return(lab: str, ns: Mapping[str, Any], functions: str) -> N
     check_at_least(measured["return"], pins["threshold"],
                    "the trained agent's evaluation return is below the pinned pass mark for this lab "
                    f"(see the header); check {functions}")
+
+
+# --------------------------------------------------------------------------- reward terms
+# The term checks import torch where they run: the pipeline's own processes import this module
+# for its names only, and never load torch.
+def call_terms(names: Sequence[str], case: Mapping[str, Any], fns: Sequence[Any], build_env: Callable[..., Any],
+               state: Sequence[str]) -> dict[str, Any]:
+    """Runs in the sandbox: each student term ``fns[i]`` (named ``names[i]``) on an env in the
+    case's states (``build_env(case)``); returns per term what it returned and whether it wrote
+    into the env's tensors named in ``state``. Those are then restored (the same tensors, bound
+    again and refilled in place, so views of them see it too): the next term sees the same states."""
+    import torch
+
+    from rlcourse.grading.hidden import plain
+
+    env = build_env(case)
+    try:
+        tensors = [getattr(env, attr) for attr in state]
+        outputs: dict[str, Any] = {}
+        for name, fn in zip(names, fns):
+            if not callable(fn):
+                outputs[name] = {"callable": False, "type": type(fn).__name__}
+                continue
+            before = [t.clone() for t in tensors]
+            try:
+                out = fn(env)
+            finally:
+                now = [getattr(env, attr, None) for attr in state]
+                modified = any(not (isinstance(t, torch.Tensor) and torch.equal(t, b)) for t, b in zip(now, before))
+                if modified:
+                    for attr, tensor, saved in zip(state, tensors, before):
+                        setattr(env, attr, tensor)
+                        tensor.copy_(saved)
+            outputs[name] = {"callable": True, "modified": modified, "is_tensor": isinstance(out, torch.Tensor),
+                             "type": type(out).__name__, "out": plain(out)}
+        return outputs
+    finally:
+        env.close()
+
+
+def judge_terms(names: Sequence[str], case: Mapping[str, Any], outputs: Mapping[str, Any],
+                build_env: Callable[..., Any], references: Mapping[str, Callable[..., Any]],
+                in_place_example: str) -> None:
+    """Runs in the grader: the reference terms (``references[name]``) on its own env in the case's
+    states, compared with what each student term returned."""
+    env = build_env(case)
+    try:
+        for name in names:
+            judge_term(name, outputs.get(name), references[name](env), case, in_place_example)
+    finally:
+        env.close()
+
+
+def judge_term(name: str, record: Any, want: torch.Tensor, case: Mapping[str, Any], in_place_example: str) -> None:
+    """What the student's term ``name`` returned on the robots of ``case`` (its ``record`` from
+    :func:`call_terms`) against the reference values ``want``; the failure names the term and the
+    first robot that differs, by its label, never the expected numbers."""
+    import torch
+
+    n, batch = len(case["labels"]), case["batch"]
+    if not isinstance(record, Mapping):
+        fail(f"the hidden check of {name} found no result of it (did the cell run to the end?)")
+    kind = str(record.get("type"))[:60]
+    if not record.get("callable"):
+        fail(f"{name} must be a function of the env, got {kind}")
+    if record.get("modified"):
+        fail(f"{name} modified the env's state in place (e.g. {in_place_example} or +=); compute on new tensors")
+    got = record.get("out")
+    if not (record.get("is_tensor") and isinstance(got, torch.Tensor)):
+        fail(f"{name} must return a torch tensor, got {kind}")
+    if tuple(got.shape) != (n,):
+        fail(f"{name} must return one value per robot, shape (num_envs,) = ({n},); got shape {tuple(got.shape)}")
+    if not got.is_floating_point():
+        fail(f"{name} must return a float tensor (a bool tensor needs .float())")
+    got, want = got.detach().to(torch.float32), want.detach().to(torch.float32)
+    if not torch.isfinite(got).all():
+        fail(f"{name} returned NaN or inf on {batch} of robot states")
+    close = torch.isclose(got, want, **TOLERANCES)
+    if not bool(close.all()):
+        bad = (~close).nonzero().flatten().tolist()
+        if bool(torch.isclose(-got, want, **TOLERANCES).all()):
+            hint = " (only the sign differs: the term returns the quantity itself, the weight carries the sign)"
+        else:
+            hint = ""
+        fail(f"{name} differs from the reference on {len(bad)} of {n} robots of {batch}; "
+             f"first: robot {bad[0]} ({case['labels'][bad[0]]}){hint}")
+
+
+def term_check(name: str, terms: tuple[str, ...], cases: Callable[[int | None], list[dict[str, Any]]],
+               build_env: Callable[..., Any], references: Mapping[str, Callable[..., Any]], state: Sequence[str],
+               *, in_place_example: str) -> FunctionCheck:
+    """The check ``name`` of one graded cell of reward terms: the student's ``terms``, in the order
+    the cell passes them, each run on envs that ``build_env`` puts in the states of ``cases``
+    (plain data), against ``references[term]``. ``state``: the names of the env's tensors a term
+    must not write into; ``in_place_example``: the in-place method the message about that names."""
+    from rlcourse.grading.hidden import FunctionCheck
+
+    def call(case: dict[str, Any], *fns: Any) -> dict[str, Any]:
+        return call_terms(terms, case, fns, build_env, state)
+
+    def judge(case: dict[str, Any], outputs: dict[str, Any]) -> None:
+        judge_terms(terms, case, outputs, build_env, references, in_place_example)
+
+    return FunctionCheck(name, cases, call, judge)

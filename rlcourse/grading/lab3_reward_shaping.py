@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -36,15 +36,15 @@ import torch
 from rlcourse.envs.locomotion.shaping import BUILTIN_TERMS, ForwardSpeedMeter
 from rlcourse.grading.common import (
     EVAL_SEED,
-    TOLERANCES,
     check_at_least,
     config_dict,
     fail,
     load_pins,
     load_policy,
     margin_pass_mark,
+    term_check,
 )
-from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point, plain
+from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
 
 LAB = "lab3_reward_shaping"
 PIN_SEEDS = (0, 1, 2, 3, 4, 5)
@@ -181,89 +181,9 @@ def batch_cases(seed: int | None = None) -> list[dict[str, Any]]:
     return [batch_case()] + ([batch_case(seed)] if seed is not None else [])
 
 
-def _state_snapshot(env: Any) -> list[torch.Tensor]:
-    return [t.clone() for t in (env._packed, env.actions, env.prev_actions, env.terminated, env.time_outs)]
-
-
 # --------------------------------------------------------------------------- term checks
-def call_terms(names: Sequence[str], case: Mapping[str, Any], fns: Sequence[Any]) -> dict[str, Any]:
-    """Runs in the sandbox: each student term ``fns[i]`` (named ``names[i]``) on an env in the
-    case's states; returns per term what it returned and whether it wrote into the env's state
-    (which is then restored, so the next term sees the same states)."""
-    env = build_env(case)
-    try:
-        outputs: dict[str, Any] = {}
-        for name, fn in zip(names, fns):
-            if not callable(fn):
-                outputs[name] = {"callable": False, "type": type(fn).__name__}
-                continue
-            before = _state_snapshot(env)
-            try:
-                out = fn(env)
-            finally:
-                after = _state_snapshot(env)
-                modified = any(not torch.equal(a, b) for a, b in zip(before, after))
-                if modified:
-                    env._packed.copy_(before[0])
-                    env.actions, env.prev_actions, env.terminated, env.time_outs = before[1:]
-            outputs[name] = {"callable": True, "modified": modified, "is_tensor": isinstance(out, torch.Tensor),
-                             "type": type(out).__name__, "out": plain(out)}
-        return outputs
-    finally:
-        env.close()
-
-
-def judge_terms(names: Sequence[str], case: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-    """Runs in the grader: the reference terms on its own env in the case's states, compared with
-    what each student term returned."""
-    env = build_env(case)
-    try:
-        for name in names:
-            _judge_term(name, outputs.get(name), BUILTIN_TERMS[name](env), case)
-    finally:
-        env.close()
-
-
-def _judge_term(name: str, record: Any, want: torch.Tensor, case: Mapping[str, Any]) -> None:
-    n, batch = len(case["labels"]), case["batch"]
-    if not isinstance(record, Mapping):
-        fail(f"the hidden check of {name} found no result of it (did the cell run to the end?)")
-    kind = str(record.get("type"))[:60]
-    if not record.get("callable"):
-        fail(f"{name} must be a function of the env, got {kind}")
-    if record.get("modified"):
-        fail(f"{name} modified the env's state in place (e.g. abs_() or +=); compute on new tensors")
-    got = record.get("out")
-    if not (record.get("is_tensor") and isinstance(got, torch.Tensor)):
-        fail(f"{name} must return a torch tensor, got {kind}")
-    if tuple(got.shape) != (n,):
-        fail(f"{name} must return one value per robot, shape (num_envs,) = ({n},); got shape {tuple(got.shape)}")
-    if not got.is_floating_point():
-        fail(f"{name} must return a float tensor (a bool tensor needs .float())")
-    got = got.detach().to(torch.float32)
-    want = want.detach().to(torch.float32)
-    if not torch.isfinite(got).all():
-        fail(f"{name} returned NaN or inf on {batch} of robot states")
-    close = torch.isclose(got, want, **TOLERANCES)
-    if not bool(close.all()):
-        bad = (~close).nonzero().flatten().tolist()
-        if bool(torch.isclose(-got, want, **TOLERANCES).all()):
-            hint = " (only the sign differs: the term returns the quantity itself, the weight carries the sign)"
-        else:
-            hint = ""
-        fail(f"{name} differs from the reference on {len(bad)} of {n} robots of {batch}; "
-             f"first: robot {bad[0]} ({case['labels'][bad[0]]}){hint}")
-
-
-def _term_check(name: str, terms: tuple[str, ...]) -> FunctionCheck:
-    """The check of one graded cell: the student's ``terms``, in the order the cell passes them."""
-    def call(case: dict[str, Any], *fns: Any) -> dict[str, Any]:
-        return call_terms(terms, case, fns)
-
-    def judge(case: dict[str, Any], outputs: dict[str, Any]) -> None:
-        judge_terms(terms, case, outputs)
-
-    return FunctionCheck(name, batch_cases, call, judge)
+# The env's tensors a term reads and must not write into (the judge fails a term that does).
+STATE = ("_packed", "actions", "prev_actions", "terminated", "time_outs")
 
 
 # --------------------------------------------------------------------------- the graded run
@@ -367,6 +287,11 @@ def pass_mark(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- the hidden cells' calls
+def _term_check(name: str, terms: tuple[str, ...]) -> FunctionCheck:
+    """The check of one graded cell: the student's ``terms``, in the order the cell passes them."""
+    return term_check(name, terms, batch_cases, build_env, BUILTIN_TERMS, STATE, in_place_example="abs_()")
+
+
 TASK_TERMS = _term_check("task_terms", ("forward_velocity", "alive_bonus"))
 COST_TERMS = _term_check("cost_terms", ("energy_penalty", "orientation_penalty"))
 FALL_TERM = _term_check("fall_term", ("fall_penalty",))

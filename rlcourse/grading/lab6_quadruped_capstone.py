@@ -23,14 +23,14 @@ Failure messages say which term and what kind of state is wrong, never the expec
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
 from rlcourse.envs.locomotion import quadruped as reference
-from rlcourse.grading.common import EVAL_SEED, TOLERANCES, config_dict, fail, load_pins, load_policy
-from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point, plain
+from rlcourse.grading.common import EVAL_SEED, config_dict, fail, load_pins, load_policy, term_check
+from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
 
 LAB = "lab6_quadruped_capstone"
 PIN_SEEDS = (0, 1, 2)
@@ -158,84 +158,17 @@ def build_env(case: Mapping[str, Any]) -> Any:
 
 
 def batch_cases(seed: int | None = None) -> list[dict[str, Any]]:
+    """The cases of a term check: the fixed batch, and with ``seed`` a batch drawn from it."""
     return [batch_case()] + ([batch_case(seed)] if seed is not None else [])
 
 
-def _snapshot(env: Any) -> list[torch.Tensor]:
-    return [t.clone() for t in (env._packed, env.commands, env.feet_last_air_time, env.feet_first_contact)]
-
-
-def call_terms(names: Sequence[str], case: Mapping[str, Any], fns: Sequence[Any]) -> dict[str, Any]:
-    """Runs in the sandbox: each student term on an env in the case's states; what it returned and
-    whether it wrote into the env's state (restored before the next term)."""
-    env = build_env(case)
-    try:
-        outputs: dict[str, Any] = {}
-        for name, fn in zip(names, fns):
-            if not callable(fn):
-                outputs[name] = {"callable": False, "type": type(fn).__name__}
-                continue
-            before = _snapshot(env)
-            try:
-                out = fn(env)
-            finally:
-                after = _snapshot(env)
-                modified = any(not torch.equal(a, b) for a, b in zip(before, after))
-                if modified:
-                    for dst, src in zip((env._packed, env.commands, env.feet_last_air_time, env.feet_first_contact),
-                                        before):
-                        dst.copy_(src)
-            outputs[name] = {"callable": True, "modified": modified, "is_tensor": isinstance(out, torch.Tensor),
-                             "type": type(out).__name__, "out": plain(out)}
-        return outputs
-    finally:
-        env.close()
-
-
-def judge_terms(names: Sequence[str], case: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
-    """Runs in the grader: the reference terms on its own env in the case's states."""
-    env = build_env(case)
-    try:
-        for name in names:
-            _judge_term(name, outputs.get(name), TERMS[name](env), case)
-    finally:
-        env.close()
-
-
-def _judge_term(name: str, record: Any, want: torch.Tensor, case: Mapping[str, Any]) -> None:
-    n, batch = len(case["labels"]), case["batch"]
-    if not isinstance(record, Mapping):
-        fail(f"the hidden check of {name} found no result of it (did the cell run to the end?)")
-    kind = str(record.get("type"))[:60]
-    if not record.get("callable"):
-        fail(f"{name} must be a function of the env, got {kind}")
-    if record.get("modified"):
-        fail(f"{name} modified the env's state in place (e.g. mul_() or +=); compute on new tensors")
-    got = record.get("out")
-    if not (record.get("is_tensor") and isinstance(got, torch.Tensor)):
-        fail(f"{name} must return a torch tensor, got {kind}")
-    if tuple(got.shape) != (n,):
-        fail(f"{name} must return one value per robot, shape (num_envs,) = ({n},); got shape {tuple(got.shape)}")
-    if not got.is_floating_point():
-        fail(f"{name} must return a float tensor (a bool tensor needs .float())")
-    got, want = got.detach().to(torch.float32), want.detach().to(torch.float32)
-    if not torch.isfinite(got).all():
-        fail(f"{name} returned NaN or inf on {batch} of robot states")
-    close = torch.isclose(got, want, **TOLERANCES)
-    if not bool(close.all()):
-        bad = (~close).nonzero().flatten().tolist()
-        fail(f"{name} differs from the reference on {len(bad)} of {n} robots of {batch}; "
-             f"first: robot {bad[0]} ({case['labels'][bad[0]]})")
+# The env's tensors a term reads and must not write into (the judge fails a term that does).
+STATE = ("_packed", "commands", "feet_last_air_time", "feet_first_contact")
 
 
 def _term_check(name: str, terms: tuple[str, ...]) -> FunctionCheck:
-    def call(case: dict[str, Any], *fns: Any) -> dict[str, Any]:
-        return call_terms(terms, case, fns)
-
-    def judge(case: dict[str, Any], outputs: dict[str, Any]) -> None:
-        judge_terms(terms, case, outputs)
-
-    return FunctionCheck(name, batch_cases, call, judge)
+    """The check of one graded cell: the student's ``terms``, in the order the cell passes them."""
+    return term_check(name, terms, batch_cases, build_env, TERMS, STATE, in_place_example="mul_()")
 
 
 # --------------------------------------------------------------------------- the graded run
