@@ -1,5 +1,5 @@
 """What every lab's hidden checks share: the pins file, tolerances, the graded-run protocol, the
-evaluated-return check and the checks of reward terms.
+evaluated-return check, the checks of reward terms and of losses.
 
 A lab is its source notebook ``solutions/<lab>/<lab>.ipynb`` plus one checks module
 ``rlcourse.grading.<lab>`` (found by that name; nothing here lists the labs). The checks module
@@ -450,3 +450,68 @@ def term_check(name: str, terms: tuple[str, ...], cases: Callable[[int | None], 
         judge_terms(terms, case, outputs, build_env, references, in_place_example)
 
     return FunctionCheck(name, cases, call, judge)
+
+
+# --------------------------------------------------------------------------- losses
+def tensor_or_type(value: Any) -> Any:
+    """A returned tensor as it is, anything else as the name of its type (so that the judge can
+    tell a tensor from a number, a numpy array or a list, which records would turn into tensors)."""
+    import torch
+
+    return value if isinstance(value, torch.Tensor) else f"<{type(value).__qualname__}>"
+
+
+def record_loss(loss: Any, batch: Any, case: Mapping[str, Any], fields: Sequence[str], trained: Iterable[Any],
+                untrained: Iterable[Any], grads_key: str) -> dict[str, Any]:
+    """Runs in the sandbox: the record of a student's ``loss`` computed on ``batch``, a copy of the
+    case's minibatch: the loss, the ``fields`` of the batch it wrote into (``modified``) and, for a
+    scalar with gradient, its gradients with respect to the ``trained`` parameters (``grads_key``;
+    zeros where it has none) and how much gradient reached the ``untrained`` tensors, the target
+    networks' and inputs that must stay constants (``target_grad_norm``)."""
+    import torch
+
+    out: dict[str, Any] = {"loss": tensor_or_type(loss),
+                           "modified": [k for k in fields if not torch.equal(getattr(batch, k), case[k])]}
+    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
+        trained = list(trained)
+        grads = torch.autograd.grad(loss, trained + list(untrained), allow_unused=True)
+        out[grads_key] = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(trained, grads)]
+        out["target_grad_norm"] = float(sum(0.0 if gr is None else float(gr.abs().sum())
+                                            for gr in grads[len(trained):]))
+    return out
+
+
+def judge_loss_record(name: str, outputs: Mapping[str, Any], grads_key: str, *, returns: str, scalar: str,
+                      not_differentiable: str, target_gradient: str) -> tuple[torch.Tensor, list[Any]]:
+    """Runs in the grader: what must hold of a :func:`record_loss` record before its value is
+    compared with the reference, else a failure: the loss ``name`` wrote into no field of the
+    batch, returned a scalar tensor (``returns``, ``scalar``: what it is, in the messages), has a
+    gradient with respect to the trained parameters (else ``not_differentiable``) and sent none
+    into the target (else ``target_gradient``). Returns the loss and those gradients."""
+    import torch
+
+    modified = outputs.get("modified")
+    if isinstance(modified, list) and modified:
+        fail(f"{name} modified batch.{modified[0]} in place; work on new tensors")
+    loss = outputs.get("loss")
+    if not isinstance(loss, torch.Tensor):
+        fail(f"{name} must return a torch tensor ({returns})")
+    if loss.dim() != 0:
+        fail(f"{name} returned shape {tuple(loss.shape)}; it must return a scalar (0-dim) tensor: {scalar}")
+    grads = outputs.get(grads_key)
+    # No gradient at all, or only zeros (Q(s, a) computed without gradient, a fresh leaf returned).
+    if not isinstance(grads, list) or all(isinstance(gr, torch.Tensor) and not bool(gr.any()) for gr in grads):
+        fail(not_differentiable)
+    target_grad = outputs.get("target_grad_norm")
+    if not isinstance(target_grad, (int, float)) or not math.isfinite(target_grad) or target_grad != 0.0:
+        fail(target_gradient)
+    return loss, grads
+
+
+def same_grads(got: Any, want: Sequence[torch.Tensor], tol: Mapping[str, float] = TOLERANCES) -> bool:
+    """Whether ``got`` (recorded gradients) is a list of tensors of the shapes of ``want`` and close to it."""
+    import torch
+
+    return (isinstance(got, list) and len(got) == len(want) and all(
+        isinstance(g, torch.Tensor) and g.shape == w.shape and torch.allclose(g.float(), w, **tol)
+        for g, w in zip(got, want)))

@@ -21,7 +21,6 @@ function fails with a probability below 1e-8).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
 import torch
@@ -33,9 +32,13 @@ from rlcourse.grading.common import (
     TOLERANCES,
     fail,
     judge_evaluated_return,
+    judge_loss_record,
     margin_pass_mark,
     measure_evaluated_return,
+    record_loss,
     record_policy,
+    same_grads,
+    tensor_or_type,
 )
 from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
 from rlcourse.storage.replay import ReplayBatch
@@ -148,12 +151,6 @@ def td_cases(seed: int | None = None) -> list[dict[str, Any]]:
     return cases
 
 
-def _tensor_or_type(value: Any) -> Any:
-    """A returned tensor as it is, anything else as the name of its type (so that the judge can
-    tell a tensor from a numpy array or a list, which records would turn into tensors)."""
-    return value if isinstance(value, torch.Tensor) else f"<{type(value).__qualname__}>"
-
-
 # --------------------------------------------------------------------------- epsilon-greedy
 def call_epsilon(case: dict[str, Any], epsilon_fn: Callable[..., Any]) -> dict[str, Any]:
     """Runs in the sandbox: the student's epsilon-greedy, once per call of the case, each on a
@@ -166,7 +163,7 @@ def call_epsilon(case: dict[str, Any], epsilon_fn: Callable[..., Any]) -> dict[s
             if spec["global_seed"] is not None:
                 torch.manual_seed(spec["global_seed"])
             out = epsilon_fn(values, spec["epsilon"], torch.Generator().manual_seed(spec["generator_seed"]))
-            actions.append(_tensor_or_type(out))
+            actions.append(tensor_or_type(out))
             modified.append(not torch.equal(values, q[: spec["rows"]]))
     return {"actions": actions, "modified": modified}
 
@@ -257,15 +254,7 @@ def call_td_loss(case: dict[str, Any], td_loss_fn: Callable[..., Any]) -> dict[s
     batch = ReplayBatch(**{k: case[k].clone() for k in BATCH_FIELDS})
     online, target = q_network(case["online"]), q_network(case["target"])
     loss = td_loss_fn(batch, online, target, case["gamma"], case["delta"], case["double"])
-    out: dict[str, Any] = {"loss": _tensor_or_type(loss),
-                           "modified": [k for k in BATCH_FIELDS if not torch.equal(getattr(batch, k), case[k])]}
-    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
-        params = list(online.parameters()) + list(target.parameters())
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        n = len(list(online.parameters()))
-        out["online_grads"] = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params[:n], grads[:n])]
-        out["target_grad_norm"] = float(sum(0.0 if gr is None else float(gr.abs().sum()) for gr in grads[n:]))
-    return out
+    return record_loss(loss, batch, case, BATCH_FIELDS, online.parameters(), target.parameters(), "online_grads")
 
 
 # The mistakes the judge recognizes, each a change to the reference (see _td_loss_variant), and
@@ -350,24 +339,13 @@ def judge_td_loss(case: dict[str, Any], outputs: dict[str, Any]) -> None:
     """Runs in the grader: :func:`rlcourse.algos.dqn.td_loss` on the same minibatch and networks,
     value and gradient compared; a wrong value that equals one of the ``TD_MISTAKES`` is named."""
     tol = TOLERANCES
-    modified = outputs.get("modified")
-    if isinstance(modified, list) and modified:
-        fail(f"td_loss modified batch.{modified[0]} in place; work on new tensors")
-    loss = outputs.get("loss")
-    if not isinstance(loss, torch.Tensor):
-        fail("td_loss must return a torch tensor (the mean loss over the batch)")
-    if loss.dim() != 0:
-        fail(f"td_loss returned shape {tuple(loss.shape)}; it must return a scalar (0-dim) tensor, the mean "
-             "Huber loss over the batch")
-    grads = outputs.get("online_grads")
-    # No gradient at all, or only zeros (Q(s, a) computed without gradient, a fresh leaf returned).
-    if not isinstance(grads, list) or all(isinstance(gr, torch.Tensor) and not bool(gr.any()) for gr in grads):
-        fail("the loss is not differentiable with respect to the online network's parameters: Q(s, a) must "
-             "be computed with gradient (only the target is computed without)")
-    target_grad = outputs.get("target_grad_norm")
-    if not isinstance(target_grad, (int, float)) or not math.isfinite(target_grad) or target_grad != 0.0:
-        fail("gradient flows into the target network: compute the TD target under torch.no_grad() (or "
-             "detach it); the loss may only move the online network through Q(s, a)")
+    loss, grads = judge_loss_record(
+        "td_loss", outputs, "online_grads", returns="the mean loss over the batch",
+        scalar="the mean Huber loss over the batch",
+        not_differentiable="the loss is not differentiable with respect to the online network's parameters: "
+                           "Q(s, a) must be computed with gradient (only the target is computed without)",
+        target_gradient="gradient flows into the target network: compute the TD target under torch.no_grad() (or "
+                        "detach it); the loss may only move the online network through Q(s, a)")
     online, target = q_network(case["online"]), q_network(case["target"])
     batch = ReplayBatch(**{k: case[k] for k in BATCH_FIELDS})
     want = reference.td_loss(batch, online, target, case["gamma"], case["delta"], case["double"])
@@ -387,10 +365,7 @@ def judge_td_loss(case: dict[str, Any], outputs: dict[str, Any]) -> None:
                 fail(f"{message} ({setting})")
         fail(f"the loss value differs from the reference ({setting}): Q(s, a) of the taken actions, the target "
              "r + gamma * (1 - dones) * Q_target(s', a') without gradient, and the mean Huber loss")
-    want_grads = torch.autograd.grad(want, list(online.parameters()))
-    if not (len(grads) == len(want_grads) and all(
-            isinstance(gr, torch.Tensor) and gr.shape == w.shape and torch.allclose(gr.float(), w, **tol)
-            for gr, w in zip(grads, want_grads))):
+    if not same_grads(grads, torch.autograd.grad(want, list(online.parameters())), tol):
         fail(f"the loss value is right but its gradient with respect to the online network differs ({setting}): "
              "the gradient must flow through Q(s, a) only, the target carries none")
 

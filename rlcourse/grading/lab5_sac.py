@@ -40,9 +40,13 @@ from rlcourse.grading.common import (
     TOLERANCES,
     fail,
     judge_evaluated_return,
+    judge_loss_record,
     margin_pass_mark,
     measure_evaluated_return,
+    record_loss,
     record_policy,
+    same_grads,
+    tensor_or_type,
 )
 from rlcourse.grading.hidden import FunctionCheck, TrainingCheck, entry_point
 from rlcourse.storage.replay import ReplayBatch
@@ -253,12 +257,6 @@ def _tensor(value: Any, message: str) -> torch.Tensor:
     return value.detach().float()
 
 
-def _tensor_or_type(value: Any) -> Any:
-    """A returned tensor as it is, anything else as the name of its type (so that the judge can
-    tell a tensor from a number or a list, which records would turn into tensors)."""
-    return value if isinstance(value, torch.Tensor) else f"<{type(value).__qualname__}>"
-
-
 # --------------------------------------------------------------------------- critics' loss
 BATCH_FIELDS = ("obs", "actions", "rewards", "next_obs", "dones", "time_outs")
 NEXT_INPUTS = ("next_actions", "next_log_prob")
@@ -279,15 +277,8 @@ def call_critic_loss(case: dict[str, Any], loss_fn: Callable[..., Any]) -> dict[
     critics = critic_module(case["sizes"], case["critics"])
     targets = critic_module(case["sizes"], case["critic_targets"])
     loss = loss_fn(batch, *next_inputs, critics, targets, case["gamma"], _alpha(case))
-    out: dict[str, Any] = {"loss": _tensor_or_type(loss),
-                           "modified": [k for k in BATCH_FIELDS if not torch.equal(getattr(batch, k), case[k])]}
-    if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
-        params = list(critics.parameters())
-        others = list(targets.parameters()) + next_inputs
-        grads = torch.autograd.grad(loss, params + others, allow_unused=True)
-        out["critic_grads"] = [torch.zeros_like(p) if gr is None else gr for p, gr in zip(params, grads)]
-        out["target_grad_norm"] = float(sum(0.0 if gr is None else float(gr.abs().sum()) for gr in grads[len(params):]))
-    return out
+    return record_loss(loss, batch, case, BATCH_FIELDS, critics.parameters(), [*targets.parameters(), *next_inputs],
+                       "critic_grads")
 
 
 # The mistakes the judge recognizes, each a change to the reference (see _critic_loss_variant),
@@ -363,24 +354,14 @@ def judge_critic_loss(case: dict[str, Any], outputs: dict[str, Any]) -> None:
     critics, value and gradient compared; a wrong value that equals one of the
     ``CRITIC_MISTAKES`` is named."""
     tol = TOLERANCES
-    modified = outputs.get("modified")
-    if isinstance(modified, list) and modified:
-        fail(f"critic_loss modified batch.{modified[0]} in place; work on new tensors")
-    loss = outputs.get("loss")
-    if not isinstance(loss, torch.Tensor):
-        fail("critic_loss must return a torch tensor (the loss of both critics)")
-    if loss.dim() != 0:
-        fail(f"critic_loss returned shape {tuple(loss.shape)}; it must return a scalar (0-dim) tensor: the sum of "
-             "both critics' mean squared errors")
-    grads = outputs.get("critic_grads")
-    # No gradient at all, or only zeros (Q(s, a) computed without gradient, a fresh leaf returned).
-    if not isinstance(grads, list) or all(isinstance(gr, torch.Tensor) and not bool(gr.any()) for gr in grads):
-        fail("the loss is not differentiable with respect to the critics' parameters: Q1(s, a) and Q2(s, a) "
-             "must be computed with gradient (only the target is computed without)")
-    target_grad = outputs.get("target_grad_norm")
-    if not isinstance(target_grad, (int, float)) or not math.isfinite(target_grad) or target_grad != 0.0:
-        fail("gradient flows into the target: compute it under torch.no_grad() (or detach it); the loss may "
-             "only move the critics through Q1(s, a) and Q2(s, a), not the target critics or the next actions")
+    loss, grads = judge_loss_record(
+        "critic_loss", outputs, "critic_grads", returns="the loss of both critics",
+        scalar="the sum of both critics' mean squared errors",
+        not_differentiable="the loss is not differentiable with respect to the critics' parameters: Q1(s, a) and "
+                           "Q2(s, a) must be computed with gradient (only the target is computed without)",
+        target_gradient="gradient flows into the target: compute it under torch.no_grad() (or detach it); the loss "
+                        "may only move the critics through Q1(s, a) and Q2(s, a), not the target critics or the next "
+                        "actions")
     critics, targets = critic_module(case["sizes"], case["critics"]), critic_module(case["sizes"], case["critic_targets"])
     batch = ReplayBatch(**{k: case[k] for k in BATCH_FIELDS})
     want = reference.sac_critic_loss(batch, case["next_actions"], case["next_log_prob"], critics, targets,
@@ -397,10 +378,7 @@ def judge_critic_loss(case: dict[str, Any], outputs: dict[str, Any]) -> None:
         fail(f"the loss value differs from the reference ({setting}): both critics' Q(s, a) of the stored actions, "
              "one target r + gamma * (1 - dones) * (min(Q1', Q2')(s', a') - alpha * log pi(a'|s')) from the target "
              "critics without gradient, and the sum of the two mean squared errors")
-    want_grads = torch.autograd.grad(want, list(critics.parameters()))
-    if not (len(grads) == len(want_grads) and all(
-            isinstance(gr, torch.Tensor) and gr.shape == w.shape and torch.allclose(gr.float(), w, **tol)
-            for gr, w in zip(grads, want_grads))):
+    if not same_grads(grads, torch.autograd.grad(want, list(critics.parameters())), tol):
         fail(f"the loss value is right but its gradient with respect to the critics differs ({setting}): "
              "the gradient must flow through Q1(s, a) and Q2(s, a) only, the target carries none")
 
@@ -471,10 +449,10 @@ def call_actor(case: dict[str, Any], loss_fn: Callable[..., Any]) -> dict[str, A
     out = loss_fn(case["obs"].clone(), inputs["actions"], inputs["log_prob"], critics, inputs["log_alpha"],
                   case["target_entropy"])
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
-        return {"pair": False, "type": _tensor_or_type(out)}
+        return {"pair": False, "type": tensor_or_type(out)}
     record: dict[str, Any] = {"pair": True}
     for name, loss in zip(LOSS_NAMES, out):
-        record[name] = _tensor_or_type(loss)
+        record[name] = tensor_or_type(loss)
         if isinstance(loss, torch.Tensor) and loss.dim() == 0 and loss.requires_grad:
             grads = torch.autograd.grad(loss, list(inputs.values()), retain_graph=True, allow_unused=True)
             record[f"{name}_grads"] = [torch.zeros_like(x) if gr is None else gr for x, gr in zip(inputs.values(), grads)]
@@ -506,12 +484,6 @@ def _actor_loss_variant(case: dict[str, Any], critics: nn.Module, inputs: Mappin
     if sign == "flipped":
         per_row = -per_row
     return per_row.sum() if reduce == "sum" else per_row.mean()
-
-
-def _same_grads(got: Any, want: list[torch.Tensor], tol: Mapping[str, float]) -> bool:
-    return (isinstance(got, list) and len(got) == len(want) and all(
-        isinstance(g, torch.Tensor) and g.shape == w.shape and torch.allclose(g.float(), w, **tol)
-        for g, w in zip(got, want)))
 
 
 def judge_actor(case: dict[str, Any], outputs: dict[str, Any]) -> None:
@@ -562,7 +534,7 @@ def judge_actor(case: dict[str, Any], outputs: dict[str, Any]) -> None:
     if isinstance(d_log_prob, torch.Tensor) and not bool(d_log_prob.any()):
         fail("the actor's loss sends no gradient into log pi(a|s): the entropy term must train the actor; do not "
              "detach log_prob there")
-    if not _same_grads([d_actions, d_log_prob], want_grads, tol):
+    if not same_grads([d_actions, d_log_prob], want_grads, tol):
         fail(f"the actor's loss has the right value but its gradient differs ({label}): it must flow through the "
              "actions (into min(Q1, Q2)) and through log pi(a|s), with alpha a constant")
 
@@ -582,7 +554,7 @@ def judge_actor(case: dict[str, Any], outputs: dict[str, Any]) -> None:
         fail("the temperature's loss sends gradients into log pi(a|s): detach log_prob there, this loss trains "
              "alpha only")
     (want_grad,) = torch.autograd.grad(want["temperature_loss"], [inputs["log_alpha"]])
-    if not _same_grads([d_log_alpha], [want_grad], tol):
+    if not same_grads([d_log_alpha], [want_grad], tol):
         fail(f"the gradient of the temperature's loss with respect to log_alpha differs from the reference ({label})")
 
 
