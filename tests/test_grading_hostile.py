@@ -483,6 +483,22 @@ def test_a_record_that_would_run_code_when_unpickled_is_refused(tmp_path: Path) 
     assert not marker.exists()
 
 
+def test_the_judge_runs_on_one_torch_thread(tmp_path: Path) -> None:
+    """The judges run small policies on small batches, where intra-op threads only synchronize:
+    lab 4's judge sweep took 290 s on torch's default 2 threads against 36 s on 1."""
+    import torch
+
+    from rlcourse.grading import judge
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert judge.judge_cell([], tmp_path, {}, seed=1) is None
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_drop_test_cell_results_keeps_errors_and_other_cells() -> None:
     from nbformat.v4 import new_code_cell, new_notebook, new_output
 
